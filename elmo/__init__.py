@@ -1,0 +1,13 @@
+"""The biLM: everything about the ELMo model, nothing about caching.
+
+Public entry points:
+
+- :func:`load_bilm` reads a published ``options.json`` + ``weights.hdf5`` pair.
+- :class:`BiLM` maps tokenized sentences to ``(n_layers, batch, time, dim)`` activations.
+- :class:`BiLMOptions` is the validated form of ``options.json``.
+"""
+
+from elmo.bilm import BiLM, BiLMOutput, load_bilm
+from elmo.options import BiLMOptions, OptionsError
+
+__all__ = ["BiLM", "BiLMOutput", "BiLMOptions", "OptionsError", "load_bilm"]

@@ -1,0 +1,227 @@
+"""The biLM: a token encoder under a stacked biLSTM, giving ``(n_layers, batch, time, dim)``.
+
+Data flow for one batch of tokenized sentences::
+
+    sentences ──prepare──► TokenBatch: distinct types (+ <S>, </S>) and a (batch, time) index
+              ──token encoder, once per type──► (n_types, proj)
+              ──gather + pack (no padding computed)──► (2, n_packed, proj)
+              ──BiLstm──► per layer (2, n_packed, proj)
+              ──unpack, strip <S> </S>──► BiLMOutput.layers (n_layers, batch, time, 2 * proj)
+
+The token encoder is a swappable piece (the published char CNN, a precomputed table, or
+another model family's encoder): anything with ``type_inputs(types)`` and
+``forward(inputs) -> (n_types, output_dim)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from elmo.char_cnn import CharCNN
+from elmo.chars import BOS_TOKEN, EOS_TOKEN
+from elmo.lstm import BiLstm, LstmState
+from elmo.options import BiLMOptions
+
+
+class TokenEncoder(Protocol):
+    """Maps token types to context-independent vectors (the biLM's layer 0 before doubling)."""
+
+    output_dim: int
+
+    def type_inputs(self, types: Sequence[str]) -> Tensor:
+        """Whatever :meth:`forward` consumes for these types, e.g. character ids."""
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        """``type_inputs`` → ``(n_types, output_dim)``."""
+
+
+@dataclass
+class TokenBatch:
+    """A batch of sentences as distinct token types plus an index into them.
+
+    Attributes:
+        type_inputs: encoder input per distinct type (for the char CNN: ``(n_types, 50)`` ids).
+        type_index: ``(batch, time + 2)`` int64 type of each position, ``<S>`` and ``</S>``
+            included; positions past a sentence's ``</S>`` are 0 and never read.
+        lengths: ``(batch,)`` int64 sentence lengths *with* the two boundary tokens.
+    """
+
+    type_inputs: Tensor
+    type_index: Tensor
+    lengths: Tensor
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(*(t.to(device, non_blocking=True) for t in
+                            (self.type_inputs, self.type_index, self.lengths)))
+
+
+@dataclass
+class BiLMOutput:
+    """Activations of a batch, boundaries stripped.
+
+    Attributes:
+        layers: ``(n_layers, batch, time, output_dim)``: layer 0 is the token layer doubled to
+            the LSTM width, layer k the k-th biLSTM layer as [forward; backward]. Zero at padding.
+        mask: ``(batch, time)`` bool, True at real tokens.
+        token_layer: ``(n_types, projection_dim)`` the token layer per distinct type of the batch
+            (``<S>`` and ``</S>`` are types 0 and 1), for callers that store it once per type.
+    """
+
+    layers: Tensor
+    mask: Tensor
+    token_layer: Tensor
+
+
+@dataclass
+class Packing:
+    """Where each packed row comes from. See :mod:`elmo.lstm` for the packed layout.
+
+    Attributes:
+        index: ``(2, n_packed)`` flat position ``b * time + t`` in the padded batch, per
+            direction (the backward direction reads each sequence back to front).
+        batch_sizes: sequences still running at each step.
+        order: ``(batch,)`` rows sorted longest first (packed row i of a step is ``order[i]``).
+    """
+
+    index: Tensor
+    batch_sizes: list[int]
+    order: Tensor
+
+
+def pack(lengths: Tensor, time: int) -> Packing:
+    """Packing of a padded ``(batch, time)`` batch whose row b has ``lengths[b]`` positions."""
+    lens = lengths.cpu().numpy()
+    order = np.argsort(-lens, kind="stable")
+    sorted_lens = lens[order]
+    steps = np.arange(time)[:, None]  # (time, 1)
+    running = sorted_lens[None, :] > steps  # (time, batch)
+    forward = order[None, :] * time + steps
+    backward = order[None, :] * time + (sorted_lens[None, :] - 1 - steps)
+    index = np.stack([forward[running], backward[running]])
+    return Packing(
+        index=torch.from_numpy(index).to(lengths.device),
+        batch_sizes=running.sum(axis=1)[running.any(axis=1)].tolist(),
+        order=torch.from_numpy(order).to(lengths.device),
+    )
+
+
+class BiLM(nn.Module):
+    """The ELMo bidirectional language model (inference and training share this module).
+
+    Args:
+        options: validated model options.
+        token_encoder: layer-0 encoder; the published char CNN when None.
+        stateful: carry LSTM state from batch to batch, row by row, as the published
+            implementation does (only to reproduce its outputs). Default: every sentence
+            starts from zero state, so its vectors never depend on its batch.
+        dropout: LSTM input dropout in training mode.
+    """
+
+    def __init__(self, options: BiLMOptions, token_encoder: TokenEncoder | None = None,
+                 stateful: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.options = options
+        self.token_encoder = token_encoder or CharCNN(options.char_cnn, options.lstm.projection_dim)
+        self.lstm = BiLstm(options.lstm.projection_dim, options.lstm, dropout=dropout)
+        self.stateful = stateful
+        self._states: list[LstmState] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lstm.parameters()).device
+
+    def prepare(self, sentences: Sequence[Sequence[str]]) -> TokenBatch:
+        """Tokenized sentences → :class:`TokenBatch` (on the CPU), each distinct token once."""
+        type_ids: dict[str, int] = {BOS_TOKEN: 0, EOS_TOKEN: 1}
+        time = max((len(s) for s in sentences), default=0) + 2
+        index = np.zeros((len(sentences), time), dtype=np.int64)
+        for b, sentence in enumerate(sentences):
+            row = [type_ids.setdefault(tok, len(type_ids)) for tok in sentence]
+            index[b, 1 : 1 + len(row)] = row
+            index[b, 1 + len(row)] = 1
+        types = list(type_ids)
+        return TokenBatch(
+            type_inputs=self.token_encoder.type_inputs(types),
+            type_index=torch.from_numpy(index),
+            lengths=torch.tensor([len(s) + 2 for s in sentences], dtype=torch.int64),
+        )
+
+    def forward(self, batch: TokenBatch) -> BiLMOutput:
+        """Run the biLM on a prepared batch (already on this module's device)."""
+        type_vectors = self.token_encoder(batch.type_inputs)  # (n_types, proj)
+        n_batch, time = batch.type_index.shape
+        packing = pack(batch.lengths, time)
+        flat_types = batch.type_index.reshape(-1)
+        x = type_vectors[flat_types[packing.index]]  # (2, n_packed, proj)
+        outputs, finals = self.lstm(x, packing.batch_sizes, self._initial_states(packing))
+        if self.stateful:
+            self._keep_states(finals, packing)
+
+        proj = type_vectors.shape[1]
+        token_layer = type_vectors[batch.type_index]  # (batch, time, proj)
+        layers = [torch.cat([token_layer, token_layer], dim=-1)]
+        for packed in outputs:  # (2, n_packed, proj) → (batch, time, 2 * proj)
+            padded = packed.new_zeros(2, n_batch * time, proj).scatter(
+                1, packing.index.unsqueeze(-1).expand(-1, -1, proj), packed)
+            layers.append(torch.cat([padded[0], padded[1]], dim=-1).view(n_batch, time, 2 * proj))
+
+        # Strip <S> and </S>: real token j of row b sits at position j + 1.
+        mask = torch.arange(time - 2, device=batch.lengths.device) < (batch.lengths - 2)[:, None]
+        stacked = torch.stack(layers)[:, :, 1 : time - 1] * mask[None, :, :, None]
+        return BiLMOutput(layers=stacked, mask=mask, token_layer=type_vectors)
+
+    @torch.inference_mode()
+    def embed(self, sentences: Sequence[Sequence[str]]) -> BiLMOutput:
+        """Prepare, move to the model's device, and run: the one-call inference entry point."""
+        return self(self.prepare(sentences).to(self.device))
+
+    def reset_states(self) -> None:
+        """Forget the carried state of a stateful biLM."""
+        self._states = None
+
+    def _initial_states(self, packing: Packing) -> list[LstmState] | None:
+        if not self.stateful or self._states is None:
+            return None
+        n = len(packing.order)
+        states = []
+        for layer, kept in zip(self.lstm.layers, self._states):
+            state = layer.zero_state(max(n, kept.h.shape[1]))
+            state.h[:, : kept.h.shape[1]] = kept.h
+            state.c[:, : kept.c.shape[1]] = kept.c
+            states.append(LstmState(state.h[:, packing.order], state.c[:, packing.order]))
+        return states
+
+    def _keep_states(self, finals: list[LstmState], packing: Packing) -> None:
+        """Store final states by batch row; rows beyond this batch keep what they had."""
+        n = len(packing.order)
+        kept = []
+        for k, (layer, final) in enumerate(zip(self.lstm.layers, finals)):
+            previous = self._states[k] if self._states else layer.zero_state(n)
+            h = previous.h.detach().clone() if previous.h.shape[1] > n else final.h.new_empty(final.h.shape)
+            c = previous.c.detach().clone() if previous.c.shape[1] > n else final.c.new_empty(final.c.shape)
+            h[:, packing.order] = final.h.detach()
+            c[:, packing.order] = final.c.detach()
+            kept.append(LstmState(h, c))
+        self._states = kept
+
+
+def load_bilm(options_file: str | Path, weight_file: str | Path, *, device: str | torch.device = "cpu",
+              stateful: bool = False, token_encoder: TokenEncoder | None = None) -> BiLM:
+    """Build a :class:`BiLM` from a published ``options.json`` + ``weights.hdf5`` pair, in eval mode.
+
+    Args:
+        token_encoder: replaces the char CNN, e.g. a :class:`elmo.token_table.TokenTable`
+            (then only the LSTM weights are read from ``weight_file``).
+    """
+    from elmo.weights import load_weights
+
+    bilm = BiLM(BiLMOptions.from_file(options_file), token_encoder=token_encoder, stateful=stateful)
+    load_weights(bilm, weight_file)
+    return bilm.to(device).eval()

@@ -1,0 +1,171 @@
+"""The biLSTM of ELMo: LSTM cells with a projected, clipped state, both directions run together.
+
+Sequences are *packed* (the layout of ``torch.nn.utils.rnn.PackedSequence``): rows are ordered
+time-major and, within a time step, longest sequence first, so the sequences still running at
+step ``t`` are the first ``batch_sizes[t]`` rows of that step's block. No padding is ever
+computed, and the input projection of every time step is one matrix product per layer.
+
+The two directions live on a leading axis of size 2: index 0 is the forward LSTM, index 1
+the backward LSTM, whose packed rows are each sequence read back to front. Both directions
+of a layer share the time loop, so each step is one batched matmul for the pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from elmo.options import LstmOptions
+
+# Input-projection rows computed at once: bounds memory to ~64 MB (float32) per block of steps
+# while keeping the matmul large enough to run near peak speed.
+_GATE_BLOCK_ELEMENTS = 16 * 2**20
+
+
+@dataclass
+class LstmState:
+    """Recurrent state of one layer, for both directions.
+
+    Attributes:
+        h: ``(2, batch, projection_dim)`` projected hidden state.
+        c: ``(2, batch, cell_dim)`` memory cell.
+    """
+
+    h: Tensor
+    c: Tensor
+
+    def detach(self) -> LstmState:
+        return LstmState(self.h.detach(), self.c.detach())
+
+
+class BiLstmLayer(nn.Module):
+    """One layer of the forward and of the backward LSTM with projection (weights stacked on axis 0).
+
+    Weights follow the published TensorFlow layout, so loading is a copy: gate order
+    (input, candidate, forget, output), ``x @ W``, and 1.0 added to the forget gate at run time.
+
+    Args:
+        input_dim: width of this layer's input.
+        options: cell size, projection size and clipping.
+    """
+
+    def __init__(self, input_dim: int, options: LstmOptions):
+        super().__init__()
+        cell, proj = options.dim, options.projection_dim
+        self.cell_clip = options.cell_clip
+        self.proj_clip = options.proj_clip
+        scale = (1.0 / (input_dim + proj)) ** 0.5
+        self.w_input = nn.Parameter(torch.empty(2, input_dim, 4 * cell).uniform_(-scale, scale))
+        self.w_state = nn.Parameter(torch.empty(2, proj, 4 * cell).uniform_(-scale, scale))
+        self.bias = nn.Parameter(torch.zeros(2, 4 * cell))
+        self.w_proj = nn.Parameter(torch.empty(2, cell, proj).uniform_(-cell**-0.5, cell**-0.5))
+        forget = torch.zeros(4 * cell)
+        forget[2 * cell : 3 * cell] = 1.0
+        self.register_buffer("forget_bias", forget, persistent=False)
+
+    @property
+    def cell_dim(self) -> int:
+        return self.w_proj.shape[1]
+
+    @property
+    def projection_dim(self) -> int:
+        return self.w_proj.shape[2]
+
+    def zero_state(self, batch: int) -> LstmState:
+        p = self.w_proj
+        return LstmState(p.new_zeros(2, batch, self.projection_dim), p.new_zeros(2, batch, self.cell_dim))
+
+    def forward(self, x: Tensor, batch_sizes: list[int], state: LstmState | None = None
+                ) -> tuple[Tensor, LstmState]:
+        """Run both directions over packed sequences.
+
+        Args:
+            x: ``(2, n_packed, input_dim)`` packed inputs, per direction.
+            batch_sizes: sequences still running at each step; sums to ``n_packed``.
+            state: initial state, rows in the packed (longest-first) order; zeros if None.
+
+        Returns:
+            ``(2, n_packed, projection_dim)`` packed outputs, and the state each sequence
+            reached at its own last step.
+        """
+        batch = batch_sizes[0] if batch_sizes else 0
+        state = state or self.zero_state(batch)
+        h, c = state.h, state.c
+        bias = (self.bias + self.forget_bias).unsqueeze(1)  # (2, 1, 4 * cell)
+        step_rows = max(1, _GATE_BLOCK_ELEMENTS // max(1, batch * self.w_input.shape[2]))
+        outputs: list[Tensor] = []
+        row = 0
+        for block_start in range(0, len(batch_sizes), step_rows):
+            block_sizes = batch_sizes[block_start : block_start + step_rows]
+            block_rows = sum(block_sizes)
+            # One matmul for the input projection of every step in the block.
+            gates_x = torch.baddbmm(bias, x[:, row : row + block_rows], self.w_input)
+            offset = 0
+            for n in block_sizes:
+                gates = torch.baddbmm(gates_x[:, offset : offset + n], h[:, :n], self.w_state)
+                h_t, c_t = self._cell(gates, c[:, :n])
+                outputs.append(h_t)
+                # Sequences that ended keep their last state (needed by stateful runs).
+                h = h_t if n == h.shape[1] else torch.cat([h_t, h[:, n:]], dim=1)
+                c = c_t if n == c.shape[1] else torch.cat([c_t, c[:, n:]], dim=1)
+                offset += n
+            row += block_rows
+        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(2, 0, self.projection_dim)
+        return out, LstmState(h, c)
+
+    def _cell(self, gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: ``(2, n, 4 * cell)`` gate pre-activations → projected state, memory cell."""
+        i, j, f, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(j)
+        if self.cell_clip:
+            c = c.clamp(-self.cell_clip, self.cell_clip)
+        h = torch.bmm(torch.sigmoid(o) * torch.tanh(c), self.w_proj)
+        if self.proj_clip:
+            h = h.clamp(-self.proj_clip, self.proj_clip)
+        return h, c
+
+
+class BiLstm(nn.Module):
+    """``n_layers`` stacked :class:`BiLstmLayer`, with optional residual (skip) connections.
+
+    Args:
+        input_dim: width of the token layer.
+        options: the ``lstm`` section of the options.
+        dropout: applied to each layer's input in training mode (0 at inference).
+    """
+
+    def __init__(self, input_dim: int, options: LstmOptions, dropout: float = 0.0):
+        super().__init__()
+        self.use_skip_connections = options.use_skip_connections
+        self.dropout = dropout
+        self.layers = nn.ModuleList(
+            BiLstmLayer(input_dim if k == 0 else options.projection_dim, options)
+            for k in range(options.n_layers)
+        )
+
+    def forward(self, x: Tensor, batch_sizes: list[int], states: list[LstmState] | None = None
+                ) -> tuple[list[Tensor], list[LstmState]]:
+        """Run the stack over packed sequences.
+
+        Args:
+            x: ``(2, n_packed, input_dim)`` packed token layer, per direction.
+            batch_sizes: as in :meth:`BiLstmLayer.forward`.
+            states: one initial state per layer, or None for zeros.
+
+        Returns:
+            Per layer, the ``(2, n_packed, projection_dim)`` packed outputs; and per layer the
+            final state.
+        """
+        outputs, finals = [], []
+        for k, layer in enumerate(self.layers):
+            layer_in = F.dropout(x, self.dropout, self.training) if self.dropout else x
+            out, final = layer(layer_in, batch_sizes, states[k] if states else None)
+            if self.use_skip_connections and k > 0:
+                out = out + x
+            outputs.append(out)
+            finals.append(final)
+            x = out
+        return outputs, finals

@@ -1,0 +1,117 @@
+"""Stateless determinism, and the structural facts the speed rests on."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from elmo.char_cnn import CharCNN
+from tests.tiny import tiny_bilm
+
+WORDS = "the a cat dog sat on mat . , and of to in 苹果 买了 ELMo biLM x" .split()
+
+
+def random_sentences(n: int, seed: int, max_len: int = 30) -> list[list[str]]:
+    rng = random.Random(seed)
+    return [[rng.choice(WORDS) + rng.choice(["", "s", "ed"]) for _ in range(rng.randint(1, max_len))]
+            for _ in range(n)]
+
+
+def test_vectors_do_not_depend_on_batch_companions_padding_or_size():
+    bilm = tiny_bilm()
+    target = ["the", "cat", "sat", "on", "the", "mat", "."]
+    alone = bilm.embed([target]).layers[:, 0]
+    for seed, size in [(1, 1), (2, 7), (3, 33)]:
+        others = random_sentences(size, seed, max_len=60)  # longer companions: more padding
+        for position in (0, size // 2, size):
+            batch = others[:position] + [target] + others[position:]
+            got = bilm.embed(batch).layers[:, position, : len(target)]
+            torch.testing.assert_close(got, alone, rtol=0, atol=1e-6)
+
+
+def test_padding_positions_are_zero_and_masked():
+    out = tiny_bilm().embed([["a", "b", "c"], ["a"]])
+    assert out.mask.tolist() == [[True, True, True], [True, False, False]]
+    assert (out.layers[:, 1, 1:] == 0).all()
+
+
+def test_empty_sentence_gives_zero_tokens():
+    out = tiny_bilm().embed([[], ["a"]])
+    assert out.layers.shape[2] == 1 and not out.mask[0].any()
+
+
+def test_token_layer_is_context_independent_and_doubled():
+    out = tiny_bilm().embed([["a", "cat"], ["cat", "sat", "down"]])
+    layer0 = out.layers[0]
+    torch.testing.assert_close(layer0[0, 1], layer0[1, 0], rtol=0, atol=0)
+    half = layer0.shape[-1] // 2
+    torch.testing.assert_close(layer0[..., :half], layer0[..., half:], rtol=0, atol=0)
+    assert not torch.allclose(out.layers[1, 0, 1], out.layers[1, 1, 0])  # contextual layers differ
+
+
+def test_stateful_mode_carries_state_row_by_row():
+    stateless, stateful = tiny_bilm(), tiny_bilm()
+    stateful.stateful = True
+    first, second = random_sentences(3, 10), random_sentences(3, 11)
+    torch.testing.assert_close(stateful.embed(first).layers, stateless.embed(first).layers)
+    assert not torch.allclose(stateful.embed(second).layers, stateless.embed(second).layers)
+    stateful.reset_states()
+    torch.testing.assert_close(stateful.embed(second).layers, stateless.embed(second).layers)
+
+
+def test_trimmed_char_cnn_is_exact():
+    """The CNN drops all-padding character columns; that must not change any output."""
+    cnn = tiny_bilm(filters=[[1, 4], [3, 8], [7, 8]], activation="tanh").token_encoder
+    types = ["a", "supercalifragilistic", "苹果"]
+    ids = cnn.type_inputs(types)
+    assert cnn._trim_padding(ids).shape[1] == len("supercalifragilistic") + 2 + 7 < 50
+    with torch.no_grad():
+        trimmed = cnn(ids)
+        cnn._trim_padding = lambda char_ids: char_ids  # the full 50 columns
+        full = cnn(ids)
+    torch.testing.assert_close(trimmed, full, rtol=0, atol=1e-6)
+
+
+class CallCounter(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls.append((getattr(func, "__name__", str(func)), args))
+        return func(*args, **(kwargs or {}))
+
+
+def test_char_cnn_runs_once_on_distinct_tokens():
+    bilm = tiny_bilm()
+    seen: list[int] = []
+    bilm.token_encoder.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    batch = [["the", "cat", "the", "cat"], ["the", "dog"], ["cat"]]
+    bilm.embed(batch)
+    assert seen == [2 + 3]  # <S>, </S>, the, cat, dog
+
+
+def test_lstm_input_projection_is_one_matmul_per_layer():
+    bilm = tiny_bilm(n_layers=2)
+    batch = random_sentences(8, 5, max_len=25)
+    with torch.inference_mode(), CallCounter() as counter:
+        bilm(bilm.prepare(batch))
+    input_weights = {id(layer.w_input) for layer in bilm.lstm.layers}
+    input_projections = [args for name, args in counter.calls
+                         if name == "baddbmm" and any(id(a) in input_weights for a in args)]
+    assert len(input_projections) == 2  # one per layer, covering every time step
+    n_tokens = sum(len(s) + 2 for s in batch)
+    assert all(args[1].shape[1] == n_tokens for args in input_projections)  # packed: no padding rows
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_half_precision_is_close_to_float32(dtype):
+    bilm = tiny_bilm()
+    batch = random_sentences(16, 7)
+    reference = bilm.embed(batch).layers
+    half = bilm.to("cuda", dtype).embed(batch).layers.float().cpu()
+    assert (half - reference).abs().max() < 0.1
