@@ -7,7 +7,7 @@ Public entry points:
 - :class:`BiLMOptions` is the validated form of ``options.json``.
 """
 
-from elmo.bilm import BiLM, BiLMOutput, load_bilm
+from elmo.bilm import BiLM, BiLMOutput, load_bilm, load_default_bilm
 from elmo.options import BiLMOptions, OptionsError
 
-__all__ = ["BiLM", "BiLMOutput", "BiLMOptions", "OptionsError", "load_bilm"]
+__all__ = ["BiLM", "BiLMOutput", "BiLMOptions", "OptionsError", "load_bilm", "load_default_bilm"]

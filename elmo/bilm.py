@@ -212,6 +212,18 @@ class BiLM(nn.Module):
         self._states = kept
 
 
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+def load_default_bilm(*, device: str | torch.device = "cpu") -> BiLM:
+    """The small biLM bundled with the project (``elmo/default_model``), trained on the sample corpus."""
+    options, weights = DEFAULT_MODEL_DIR / "options.json", DEFAULT_MODEL_DIR / "weights.hdf5"
+    if not weights.exists():
+        raise FileNotFoundError(f"no bundled default model at {DEFAULT_MODEL_DIR}; "
+                                "pass --options and --weights")
+    return load_bilm(options, weights, device=device)
+
+
 def load_bilm(options_file: str | Path, weight_file: str | Path, *, device: str | torch.device = "cpu",
               stateful: bool = False, token_encoder: TokenEncoder | None = None) -> BiLM:
     """Build a :class:`BiLM` from a published ``options.json`` + ``weights.hdf5`` pair, in eval mode.
