@@ -47,19 +47,21 @@ class TokenBatch:
     """A batch of sentences as distinct token types plus an index into them.
 
     Attributes:
+        types: the distinct token strings, ``<S>`` and ``</S>`` first.
         type_inputs: encoder input per distinct type (for the char CNN: ``(n_types, 50)`` ids).
         type_index: ``(batch, time + 2)`` int64 type of each position, ``<S>`` and ``</S>``
             included; positions past a sentence's ``</S>`` are 0 and never read.
         lengths: ``(batch,)`` int64 sentence lengths *with* the two boundary tokens.
     """
 
+    types: list[str]
     type_inputs: Tensor
     type_index: Tensor
     lengths: Tensor
 
     def to(self, device: torch.device | str) -> TokenBatch:
-        return TokenBatch(*(t.to(device, non_blocking=True) for t in
-                            (self.type_inputs, self.type_index, self.lengths)))
+        return TokenBatch(self.types, *(t.to(device, non_blocking=True) for t in
+                                        (self.type_inputs, self.type_index, self.lengths)))
 
 
 @dataclass
@@ -112,6 +114,60 @@ def pack(lengths: Tensor, time: int) -> Packing:
     )
 
 
+class TypeMemo:
+    """Token-layer vectors of the types seen so far, at most ``capacity`` of them.
+
+    Once full it keeps what it has (in a Zipfian corpus the frequent types come early) rather
+    than evicting, so what it holds depends only on the order of the input. The owning
+    :class:`BiLM` clears it whenever its weights, device, dtype or mode change.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.rows: dict[str, int] = {}
+        self.vectors: Tensor | None = None  # (allocated rows, dim), grown on demand
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.vectors = None
+
+    def encode(self, types: list[str], type_inputs: Tensor, encoder: TokenEncoder) -> Tensor:
+        """Vectors of ``types``: remembered ones gathered, the others encoded (and remembered).
+
+        Returns:
+            ``(n_types, dim)``.
+        """
+        missing = [i for i, t in enumerate(types) if t not in self.rows]
+        if len(missing) == len(types):
+            computed = encoder(type_inputs)
+            self._remember(types, computed)
+            return computed
+        device = type_inputs.device
+        hits = torch.tensor([i for i, t in enumerate(types) if t in self.rows], device=device)
+        hit_rows = torch.tensor([self.rows[t] for t in types if t in self.rows], device=device)
+        out = self.vectors.new_empty(len(types), self.vectors.shape[1])
+        out[hits] = self.vectors[hit_rows]
+        if missing:
+            missing_index = torch.tensor(missing, device=device)
+            computed = encoder(type_inputs[missing_index])
+            out[missing_index] = computed
+            self._remember([types[i] for i in missing], computed)
+        return out
+
+    def _remember(self, types: list[str], vectors: Tensor) -> None:
+        n = min(len(types), self.capacity - len(self.rows))
+        if n <= 0:
+            return
+        start = len(self.rows)
+        if self.vectors is None or start + n > self.vectors.shape[0]:
+            grown = vectors.new_empty(min(self.capacity, max(2 * (start + n), 1024)), vectors.shape[1])
+            if self.vectors is not None:
+                grown[:start] = self.vectors[:start]
+            self.vectors = grown
+        self.vectors[start : start + n] = vectors[:n]
+        self.rows.update((t, start + k) for k, t in enumerate(types[:n]))
+
+
 class BiLM(nn.Module):
     """The ELMo bidirectional language model (inference and training share this module).
 
@@ -122,12 +178,16 @@ class BiLM(nn.Module):
             implementation does (only to reproduce its outputs). Default: every sentence
             starts from zero state, so its vectors never depend on its batch.
         dropout: LSTM input dropout in training mode.
+        type_memo_size: token types whose layer-0 vectors are remembered across batches at
+            inference (0 disables); the token layer is context-independent, so each type's
+            char CNN runs once per model rather than once per batch.
     """
 
     def __init__(self, options: BiLMOptions, token_encoder: TokenEncoder | None = None,
-                 stateful: bool = False, dropout: float = 0.0):
+                 stateful: bool = False, dropout: float = 0.0, type_memo_size: int = 100_000):
         super().__init__()
         self.options = options
+        self.type_memo = TypeMemo(type_memo_size) if type_memo_size else None
         self.token_encoder = token_encoder or CharCNN(options.char_cnn, options.lstm.projection_dim)
         self.lstm = BiLstm(options.lstm.projection_dim, options.lstm, dropout=dropout)
         self.stateful = stateful
@@ -148,6 +208,7 @@ class BiLM(nn.Module):
             index[b, 1 + len(row)] = 1
         types = list(type_ids)
         return TokenBatch(
+            types=types,
             type_inputs=self.token_encoder.type_inputs(types),
             type_index=torch.from_numpy(index),
             lengths=torch.tensor([len(s) + 2 for s in sentences], dtype=torch.int64),
@@ -155,7 +216,10 @@ class BiLM(nn.Module):
 
     def forward(self, batch: TokenBatch) -> BiLMOutput:
         """Run the biLM on a prepared batch (already on this module's device)."""
-        type_vectors = self.token_encoder(batch.type_inputs)  # (n_types, proj)
+        if self.type_memo is not None and not torch.is_grad_enabled():
+            type_vectors = self.type_memo.encode(batch.types, batch.type_inputs, self.token_encoder)
+        else:
+            type_vectors = self.token_encoder(batch.type_inputs)  # (n_types, proj)
         n_batch, time = batch.type_index.shape
         packing = pack(batch.lengths, time)
         flat_types = batch.type_index.reshape(-1)
@@ -181,6 +245,19 @@ class BiLM(nn.Module):
     def embed(self, sentences: Sequence[Sequence[str]]) -> BiLMOutput:
         """Prepare, move to the model's device, and run: the one-call inference entry point."""
         return self(self.prepare(sentences).to(self.device))
+
+    def train(self, mode: bool = True) -> BiLM:
+        self.clear_type_memo()  # weights are about to change
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): remembered vectors are stale
+        self.clear_type_memo()
+        return super()._apply(fn, *args, **kwargs)
+
+    def clear_type_memo(self) -> None:
+        """Forget remembered token-layer vectors (call after changing weights in place)."""
+        if getattr(self, "type_memo", None) is not None:
+            self.type_memo.clear()
 
     def reset_states(self) -> None:
         """Forget the carried state of a stateful biLM."""

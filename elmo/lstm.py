@@ -93,7 +93,9 @@ class BiLstmLayer(nn.Module):
         """
         batch = batch_sizes[0] if batch_sizes else 0
         state = state or self.zero_state(batch)
-        h, c = state.h, state.c
+        # Without autograd, finished rows are kept by writing the running ones in place.
+        in_place = not torch.is_grad_enabled()
+        h, c = (state.h.clone(), state.c.clone()) if in_place else (state.h, state.c)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (2, 1, 4 * cell)
         step_rows = max(1, _GATE_BLOCK_ELEMENTS // max(1, batch * self.w_input.shape[2]))
         outputs: list[Tensor] = []
@@ -109,8 +111,12 @@ class BiLstmLayer(nn.Module):
                 h_t, c_t = self._cell(gates, c[:, :n])
                 outputs.append(h_t)
                 # Sequences that ended keep their last state (needed by stateful runs).
-                h = h_t if n == h.shape[1] else torch.cat([h_t, h[:, n:]], dim=1)
-                c = c_t if n == c.shape[1] else torch.cat([c_t, c[:, n:]], dim=1)
+                if in_place:  # h_t is also an output: copy it, never alias it
+                    h[:, :n], c[:, :n] = h_t, c_t
+                elif n == h.shape[1]:
+                    h, c = h_t, c_t
+                else:
+                    h, c = torch.cat([h_t, h[:, n:]], dim=1), torch.cat([c_t, c[:, n:]], dim=1)
                 offset += n
             row += block_rows
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(2, 0, self.projection_dim)
@@ -118,11 +124,13 @@ class BiLstmLayer(nn.Module):
 
     def _cell(self, gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
         """One step: ``(2, n, 4 * cell)`` gate pre-activations → projected state, memory cell."""
-        i, j, f, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(j)
+        cell = self.cell_dim
+        # One sigmoid over all four gates (the candidate's share is wasted) beats three calls.
+        i, _, f, o = torch.sigmoid(gates).chunk(4, dim=-1)
+        c = torch.addcmul(f * c_prev, i, torch.tanh(gates[..., cell : 2 * cell]))
         if self.cell_clip:
             c = c.clamp(-self.cell_clip, self.cell_clip)
-        h = torch.bmm(torch.sigmoid(o) * torch.tanh(c), self.w_proj)
+        h = torch.bmm(o * torch.tanh(c), self.w_proj)
         if self.proj_clip:
             h = h.clamp(-self.proj_clip, self.proj_clip)
         return h, c

@@ -134,6 +134,7 @@ def load_weights(bilm: BiLM, path: str | Path) -> None:
                                   "these options (more layers or filters than the options say?)")
         for entry in entries:
             entry.write(f[entry.name][...].astype(np.float32))
+    bilm.clear_type_memo()
 
 
 def save_weights(bilm: BiLM, path: str | Path) -> None:

@@ -115,3 +115,29 @@ def test_gpu_half_precision_is_close_to_float32(dtype):
     reference = bilm.embed(batch).layers
     half = bilm.to("cuda", dtype).embed(batch).layers.float().cpu()
     assert (half - reference).abs().max() < 0.1
+
+
+def test_type_memo_gives_the_unmemoized_vectors_and_forgets_on_weight_change():
+    memo, plain = tiny_bilm(), tiny_bilm()
+    plain.type_memo = None
+    first, second = random_sentences(6, 20), random_sentences(6, 21)  # overlapping types
+    for batch in (first, second):
+        torch.testing.assert_close(memo.embed(batch).layers, plain.embed(batch).layers, rtol=0, atol=1e-6)
+    assert len(memo.type_memo.rows) > 0
+    with torch.no_grad():
+        for bilm in (memo, plain):
+            bilm.token_encoder.projection.bias.add_(1.0)
+    memo.clear_type_memo()  # in-place edits must clear it; load_weights, .to() and .train() do so
+    torch.testing.assert_close(memo.embed(first).layers, plain.embed(first).layers, rtol=0, atol=1e-6)
+    memo.train()
+    assert not memo.type_memo.rows
+
+
+def test_type_memo_is_bounded():
+    bilm = tiny_bilm()
+    bilm.type_memo.capacity = 5
+    out = bilm.embed(random_sentences(4, 30))
+    assert len(bilm.type_memo.rows) == 5
+    plain = tiny_bilm()
+    plain.type_memo = None
+    torch.testing.assert_close(out.layers, plain.embed(random_sentences(4, 30)).layers, rtol=0, atol=1e-6)
