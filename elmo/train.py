@@ -225,14 +225,14 @@ class Windows:
     def __init__(self, stream: np.ndarray, type_targets: Tensor, batch_size: int, unroll_steps: int):
         n = len(stream)
         batch = max(1, min(batch_size, n // (unroll_steps + 1)))
-        row_len = -(-n // batch)
-        self.n_windows = max(1, -(-(row_len - 1) // unroll_steps))
-        width = self.n_windows * unroll_steps + 1
-        rows = np.full((2, batch, width), -1, dtype=np.int64)  # (direction, batch, position)
+        step = -(-(n - 1) // batch)  # transitions per row
+        self.n_windows = max(1, -(-step // unroll_steps))
+        rows = np.full((2, batch, self.n_windows * unroll_steps + 1), -1, dtype=np.int64)  # (direction, batch, position)
         for d, s in enumerate((stream, stream[::-1])):
-            padded = np.full(batch * row_len, -1, dtype=np.int64)
-            padded[:n] = s
-            rows[d, :, :row_len] = padded.reshape(batch, row_len)
+            for b in range(batch):
+                # Row b ends on the token row b + 1 starts with: every transition is predicted once.
+                piece = s[b * step : (b + 1) * step + 1]
+                rows[d, b, : len(piece)] = piece
         self.rows = torch.from_numpy(rows)
         self.type_targets = type_targets
         self.unroll_steps = unroll_steps
