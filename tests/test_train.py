@@ -168,3 +168,19 @@ def test_bad_training_inputs_are_clear_errors(data, tmp_path, capsys):
     code = cli.main(["train", "--train", str(data / "train.txt"), "--vocab", str(tmp_path / "novocab.txt"),
                      "--config", str(data / "config.json"), "--save-dir", str(tmp_path / "d")])
     assert code == 2 and "novocab.txt: line 1: expected '<S>'" in capsys.readouterr().err
+
+
+def test_sampled_softmax_training_also_learns(data, tmp_path):
+    config = _write_config(tmp_path / "sampled.json", sampled_softmax_min_vocab=1, n_negative_samples=6)
+    train([str(data / "train.txt")], tmp_path / "run", config=config, vocab=data / "vocab.txt", max_steps=150,
+          device="cpu", progress=False)
+    assert perplexity_of(tmp_path / "run", [str(data / "heldout.txt")], device="cpu").mean < 4
+
+
+def test_cli_perplexity_and_export(trained, data, tmp_path, capsys):
+    assert cli.main(["perplexity", "--save-dir", str(trained), "--data", str(data / "heldout.txt"),
+                     "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("perplexity over 539 tokens: forward ")
+    assert cli.main(["export", "--save-dir", str(trained), "--out-dir", str(tmp_path / "m")]) == 0
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {
+        "options.json", "weights.hdf5", "vocab.txt", "softmax.hdf5"}
