@@ -17,6 +17,10 @@ def _read_sentences(stream: TextIO) -> Iterator[list[str]]:
         yield line.split()
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
 def _run_embed(args: argparse.Namespace) -> int:
     from elmo import load_bilm, load_default_bilm
     from elmo.runtime import resolve_device, resolve_dtype
@@ -58,7 +62,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--options", help="the model's options.json (default: the bundled default model)")
     p.add_argument("--weights", help="the model's weights.hdf5 (default: the bundled default model)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    _add_device(p)
     p.add_argument("--dtype", default="float32", help="float32 (default); float16/bfloat16 on a GPU")
     p.set_defaults(run=_run_embed)
 
@@ -95,8 +99,7 @@ def _run_train(args: argparse.Namespace) -> int:
     result = train(args.train, args.save_dir, config=args.config, vocab=args.vocab, heldout=args.heldout,
                    resume=args.resume, init_from=args.init_from, max_steps=args.max_steps,
                    device=args.device, progress=not args.no_progress)
-    heldout = (f"; held-out perplexity forward {result.heldout.forward:.2f} backward "
-               f"{result.heldout.backward:.2f} mean {result.heldout.mean:.2f}" if result.heldout else "")
+    heldout = f"; held-out perplexity {result.heldout}" if result.heldout else ""
     print(f"step {result.step} (epoch {result.epoch}, window {result.window}): train loss "
           f"{result.train_loss:.4f}, {result.tokens_per_second:.0f} tokens/s{heldout}")
     return 0
@@ -115,7 +118,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --save-dir's last checkpoint")
     p.add_argument("--init-from", help="exported model folder to fine-tune (keeps its vocabulary)")
     p.add_argument("--max-steps", type=int, help="total number of steps (overrides the config)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    _add_device(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_train)
 
@@ -124,8 +127,7 @@ def _run_perplexity(args: argparse.Namespace) -> int:
     from elmo.train import perplexity_of
 
     ppl = perplexity_of(args.save_dir, args.data, device=args.device)
-    print(f"perplexity over {ppl.n_tokens} tokens: forward {ppl.forward:.2f} backward {ppl.backward:.2f} "
-          f"mean {ppl.mean:.2f}")
+    print(f"perplexity over {ppl.n_tokens} tokens: {ppl}")
     return 0
 
 
@@ -133,7 +135,7 @@ def _add_perplexity(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("perplexity", help="forward, backward and mean perplexity of a trained model")
     p.add_argument("--save-dir", required=True, help="training folder (its best.pt, else checkpoint.pt)")
     p.add_argument("--data", action="append", required=True, help="glob of segmented text (repeatable)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    _add_device(p)
     p.set_defaults(run=_run_perplexity)
 
 

@@ -41,7 +41,7 @@ from elmo.lstm import LstmState
 from elmo.options import BiLMOptions
 from elmo.runtime import resolve_device
 from elmo.schemas import load_schema, schema_errors
-from elmo.vocab import UNK_ID, check_training_vocab, read_training_vocab, write_vocab
+from elmo.vocab import UNK_ID, read_training_vocab, write_vocab
 from elmo.weights import load_weights, save_weights
 
 CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
@@ -384,6 +384,9 @@ class Perplexity:
     mean: float  # exp of the mean NLL over both directions (their geometric mean)
     n_tokens: int  # targets per direction
 
+    def __str__(self) -> str:
+        return f"forward {self.forward:.2f} backward {self.backward:.2f} mean {self.mean:.2f}"
+
 
 @torch.no_grad()
 def perplexity(lm: LanguageModel, corpus: Corpus, batch_size: int = 32, unroll_steps: int = 20) -> Perplexity:
@@ -460,6 +463,56 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class _Start:
+    """What a run starts from: its config and vocabulary, plus a checkpoint or a base model."""
+
+    config: TrainConfig
+    vocab: list[str]
+    checkpoint: dict[str, Any] | None = None  # resuming
+    base: LanguageModel | None = None  # fine-tuning
+
+
+def _starting_point(save_dir: Path, files: list[str], config: str | Path | None, vocab: str | Path | None,
+                    resume: bool, init_from: str | Path | None) -> _Start:
+    """Check that the arguments of :func:`train` fit together and load what the run starts from."""
+    ckpt_path = save_dir / CHECKPOINT
+    cfg = TrainConfig.from_file(config) if config is not None else None
+    if resume:
+        if not ckpt_path.exists():
+            raise TrainingError(f"{save_dir}: nothing to resume, no {CHECKPOINT}")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = TrainConfig.from_dict(ckpt["config"], str(ckpt_path))
+        if cfg is not None:
+            diffs = _differences(cfg.to_dict(), saved.to_dict())
+            if cfg.model is None:  # a fine-tuning config names no model
+                diffs = [d for d in diffs if not d.startswith("model")]
+            if diffs:
+                raise TrainingError(f"{config} does not fit the checkpoint {ckpt_path} "
+                                    "(config vs checkpoint):\n  " + "\n  ".join(diffs))
+        if vocab is not None and read_training_vocab(vocab) != ckpt["vocab"]:
+            raise TrainingError(f"{vocab} is not the vocabulary of the checkpoint {ckpt_path}")
+        if files != ckpt["train_files"]:
+            raise TrainingError(f"the training files {files} are not those of the checkpoint "
+                                f"{ckpt_path} ({ckpt['train_files']}): the data position would be wrong")
+        return _Start(saved, ckpt["vocab"], checkpoint=ckpt)
+    if ckpt_path.exists():
+        raise TrainingError(f"{save_dir} already holds a {CHECKPOINT}: pass --resume, or another --save-dir")
+    if init_from is not None:
+        if vocab is not None:
+            raise TrainingError("--init-from keeps the model's vocabulary; do not pass --vocab")
+        training = cfg.training if cfg is not None else TrainingOptions.from_dict({})
+        base, vocab_tokens = load_model(init_from, training.dropout)
+        if cfg is not None and cfg.model is not None:
+            _require_same_model(cfg.model, base.bilm.options, f"the model {init_from}", str(config))
+        return _Start(TrainConfig(replace(base.bilm.options, extra={}), training), vocab_tokens, base=base)
+    if cfg is None or cfg.model is None:
+        raise TrainingError("training from scratch needs --config with a 'model' section")
+    if vocab is None:
+        raise TrainingError("training from scratch needs --vocab")
+    return _Start(cfg, read_training_vocab(vocab))
+
+
 def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path | None = None,
           vocab: str | Path | None = None, heldout: Sequence[str] = (), resume: bool = False,
           init_from: str | Path | None = None, max_steps: int | None = None, device: str | None = None,
@@ -490,50 +543,14 @@ def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path
     dev = resolve_device(device)
     files = resolve_files(train_data)
     heldout_files = resolve_files(heldout) if heldout else []
-    cfg = TrainConfig.from_file(config) if config is not None else None
-    ckpt = None
-    if resume:
-        if not ckpt_path.exists():
-            raise TrainingError(f"{save_dir}: nothing to resume, no {CHECKPOINT}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        saved = TrainConfig.from_dict(ckpt["config"], str(ckpt_path))
-        if cfg is not None:
-            diffs = _differences(cfg.to_dict(), saved.to_dict())
-            if cfg.model is None:  # a fine-tuning config names no model
-                diffs = [d for d in diffs if not d.startswith("model")]
-            if diffs:
-                raise TrainingError(f"{config} does not fit the checkpoint {ckpt_path} "
-                                    "(config vs checkpoint):\n  " + "\n  ".join(diffs))
-        cfg, vocab_tokens = saved, ckpt["vocab"]
-        if vocab is not None and read_training_vocab(vocab) != vocab_tokens:
-            raise TrainingError(f"{vocab} is not the vocabulary of the checkpoint {ckpt_path}")
-        if files != ckpt["train_files"]:
-            raise TrainingError(f"the training files {files} are not those of the checkpoint "
-                                f"{ckpt_path} ({ckpt['train_files']}): the data position would be wrong")
-    elif ckpt_path.exists():
-        raise TrainingError(f"{save_dir} already holds a {CHECKPOINT}: pass --resume, or another --save-dir")
-
-    if init_from is not None and not resume:
-        if vocab is not None:
-            raise TrainingError("--init-from keeps the model's vocabulary; do not pass --vocab")
-        training = cfg.training if cfg is not None else TrainingOptions.from_dict({})
-        base, vocab_tokens = load_model(init_from, training.dropout)
-        if cfg is not None and cfg.model is not None:
-            _require_same_model(cfg.model, base.bilm.options, f"the model {init_from}", str(config))
-        cfg = TrainConfig(replace(base.bilm.options, extra={}), training)
-    elif not resume:
-        if cfg is None or cfg.model is None:
-            raise TrainingError("training from scratch needs --config with a 'model' section")
-        if vocab is None:
-            raise TrainingError("training from scratch needs --vocab")
-        vocab_tokens = read_training_vocab(vocab)
-    check_training_vocab(vocab_tokens)
+    start = _starting_point(save_dir, files, config, vocab, resume, init_from)
+    cfg, vocab_tokens, ckpt = start.config, start.vocab, start.checkpoint
     opts = cfg.training
 
     torch.manual_seed(opts.seed)
     lm = LanguageModel(cfg.model, len(vocab_tokens), opts.dropout)
-    if init_from is not None and not resume:
-        lm.load_state_dict(base.state_dict())
+    if start.base is not None:
+        lm.load_state_dict(start.base.state_dict())
     lm.to(dev).train()
     optimizer = (torch.optim.Adagrad(lm.parameters(), lr=opts.learning_rate, initial_accumulator_value=1.0)
                  if opts.optimizer == "adagrad" else torch.optim.Adam(lm.parameters(), lr=opts.learning_rate))
@@ -601,8 +618,7 @@ def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path
                         tok_s=f"{speed:.0f}", refresh=False)
         if heldout_corpus is not None and (step % opts.eval_every == 0 or step == total_steps):
             heldout_ppl = perplexity(lm, heldout_corpus, opts.batch_size, opts.unroll_steps)
-            bar.write(f"step {step}: held-out perplexity forward {heldout_ppl.forward:.2f} "
-                      f"backward {heldout_ppl.backward:.2f} mean {heldout_ppl.mean:.2f}")
+            bar.write(f"step {step}: held-out perplexity {heldout_ppl}")
             if heldout_ppl.mean < best:
                 best, bad_evals = heldout_ppl.mean, 0
                 checkpoint(save_dir / BEST, step)
