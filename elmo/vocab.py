@@ -119,11 +119,18 @@ def segment_corpus(files: Sequence[str | Path], segmenter: Segmenter,
     Raises:
         VocabularyError: when the files hold no token at all (naming them).
     """
+    outputs = [Path(out_dir) / Path(p).name if out_dir is not None else None for p in files]
     if out_dir is not None:
+        names = [o.name for o in outputs]
+        clash = next((n for n in names if names.count(n) > 1), None)
+        if clash is not None:
+            raise ValueError(f"two inputs are named {clash!r}: their segmented files would collide in {out_dir}")
+        if any(o.resolve() == Path(p).resolve() for o, p in zip(outputs, files)):
+            raise ValueError(f"--segmented-out {out_dir} would overwrite the input files")
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     n_tokens = 0
-    for path in files:
-        out = open(Path(out_dir) / Path(path).name, "w", encoding="utf-8") if out_dir is not None else None
+    for path, out_path in zip(files, outputs):
+        out = open(out_path, "w", encoding="utf-8") if out_path is not None else None
         try:
             with open(path, encoding="utf-8") as f:
                 for line in f:

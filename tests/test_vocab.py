@@ -68,3 +68,14 @@ def test_bad_training_vocabularies(tmp_path, content, message):
     (tmp_path / "v.txt").write_text(content, encoding="utf-8")
     with pytest.raises(VocabularyError, match=message):
         read_training_vocab(tmp_path / "v.txt")
+
+
+def test_segmented_out_never_overwrites_inputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    for d in ("a", "."):
+        (tmp_path / d / "c.txt").write_text("x y\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="two inputs are named 'c.txt'"):
+        make_vocab([tmp_path / "c.txt", tmp_path / "a" / "c.txt"], tmp_path / "v.txt", segmented_out=tmp_path / "s")
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        make_vocab([tmp_path / "c.txt"], tmp_path / "v.txt", segmented_out=tmp_path)
+    assert (tmp_path / "c.txt").read_text(encoding="utf-8") == "x y\n"
