@@ -593,7 +593,7 @@ def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path
         }, path)
 
     heldout_ppl: Perplexity | None = None
-    stopped_early = False
+    stopped_early = heldout_corpus is not None and bad_evals >= opts.patience  # resumed after an early stop
     loss_value = math.nan
     tokens_done, started = 0, time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
@@ -627,10 +627,10 @@ def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path
                 stopped_early = bad_evals >= opts.patience
         if step % opts.checkpoint_every == 0 or step == total_steps or stopped_early:
             checkpoint(ckpt_path, step)
-    bar.close()
     if stopped_early:
-        print(f"stopped early at step {step}: no held-out gain in {opts.patience} evaluations "
-              f"(best mean perplexity {best:.2f})")
+        bar.write(f"stopped early at step {step}: no held-out gain in {opts.patience} evaluations "
+                  f"(best mean perplexity {best:.2f})")
+    bar.close()
     elapsed = time.perf_counter() - started
     return TrainResult(step, step // n_windows, step % n_windows, loss_value, heldout_ppl, stopped_early,
                        tokens_done / elapsed if tokens_done else 0.0)
