@@ -70,6 +70,7 @@ def read_training_vocab(path: str | Path) -> list[str]:
 
 
 def write_vocab(tokens: Iterable[str], path: str | Path) -> None:
+    """One token per line, in the given order (UTF-8)."""
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(f"{t}\n" for t in tokens)
 
