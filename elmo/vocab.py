@@ -1,14 +1,30 @@
-"""Vocabulary files: one token per line, ``<S>``, ``</S>``, ``<UNK>`` conventionally first."""
+"""Vocabularies: reading them, and building them from raw text (segmenting Chinese with jieba).
+
+A vocabulary file has one token per line. A *training* vocabulary starts with ``<S>``,
+``</S>``, ``<UNK>`` (in that order) and lists the other tokens by descending count, the
+layout of the original bilm-tf recipe; its size is the softmax size of the language model.
+"""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 SPECIAL_TOKENS = ("<S>", "</S>", "<UNK>")
+BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
+LANGUAGES = ("zh", "en", "auto")
+
+# English: words (with inner apostrophes/hyphens, e.g. "don't", "well-known"), numbers, and
+# every other non-space character on its own, so punctuation is a token.
+_EN_TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 class VocabularyError(ValueError):
-    """A vocabulary file that cannot be used (missing, duplicated or missing special tokens)."""
+    """A vocabulary or corpus that cannot be used (missing, empty, duplicated or misordered entries)."""
 
 
 def read_vocab(path: str | Path) -> list[str]:
@@ -30,3 +46,157 @@ def read_vocab(path: str | Path) -> list[str]:
             seen[token] = line_no
             tokens.append(token)
     return tokens
+
+
+def check_training_vocab(tokens: Sequence[str], source: str = "<vocabulary>") -> None:
+    """Require ``<S>``, ``</S>``, ``<UNK>`` as the first three tokens.
+
+    Raises:
+        VocabularyError: naming ``source`` and the line that breaks the rule.
+    """
+    for line_no, special in enumerate(SPECIAL_TOKENS, start=1):
+        found = tokens[line_no - 1] if len(tokens) >= line_no else None
+        if found != special:
+            raise VocabularyError(
+                f"{source}: line {line_no}: expected {special!r}, found {found!r}; a training "
+                f"vocabulary starts with {', '.join(SPECIAL_TOKENS)} (one per line)")
+
+
+def read_training_vocab(path: str | Path) -> list[str]:
+    """:func:`read_vocab` plus :func:`check_training_vocab`."""
+    tokens = read_vocab(path)
+    check_training_vocab(tokens, str(path))
+    return tokens
+
+
+def write_vocab(tokens: Iterable[str], path: str | Path) -> None:
+    """One token per line, in the given order (UTF-8)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{t}\n" for t in tokens)
+
+
+class Segmenter:
+    """Splits one line of raw text into tokens.
+
+    Args:
+        lang: ``"zh"`` segments with jieba (English words inside Chinese text stay whole),
+            ``"en"`` uses a regular expression (words, numbers, each punctuation mark),
+            ``"auto"`` picks per line: jieba when it contains a CJK character.
+        user_dicts: jieba user dictionaries (``word [freq] [tag]`` per line), e.g. domain terms.
+    """
+
+    def __init__(self, lang: str = "auto", user_dicts: Sequence[str | Path] = ()):
+        if lang not in LANGUAGES:
+            raise ValueError(f"unknown language {lang!r}; choose one of {', '.join(LANGUAGES)}")
+        self.lang = lang
+        self._jieba = None
+        if lang != "en":
+            import logging
+
+            import jieba
+
+            jieba.setLogLevel(logging.WARNING)
+            self._jieba = jieba.Tokenizer()  # a private instance: user words do not leak elsewhere
+            for d in user_dicts:
+                if not Path(d).is_file():
+                    raise FileNotFoundError(f"{d}: user dictionary not found")
+                self._jieba.load_userdict(str(d))
+
+    def __call__(self, line: str) -> list[str]:
+        """One line → its tokens (no whitespace tokens)."""
+        if self._jieba is not None and (self.lang == "zh" or _CJK.search(line)):
+            return [t for t in (w.strip() for w in self._jieba.cut(line)) if t]
+        return _EN_TOKEN.findall(line)
+
+
+def segment_corpus(files: Sequence[str | Path], segmenter: Segmenter,
+                   out_dir: str | Path | None = None) -> Iterator[list[str]]:
+    """Yield the tokens of every non-blank line of ``files``; optionally write them segmented.
+
+    Args:
+        out_dir: when given, ``out_dir/<file name>`` gets one sentence per line, tokens
+            separated by single spaces: the input format of training.
+
+    Raises:
+        VocabularyError: when the files hold no token at all (naming them).
+    """
+    outputs = [Path(out_dir) / Path(p).name if out_dir is not None else None for p in files]
+    if out_dir is not None:
+        names = [o.name for o in outputs]
+        clash = next((n for n in names if names.count(n) > 1), None)
+        if clash is not None:
+            raise ValueError(f"two inputs are named {clash!r}: their segmented files would collide in {out_dir}")
+        if any(o.resolve() == Path(p).resolve() for o, p in zip(outputs, files)):
+            raise ValueError(f"--segmented-out {out_dir} would overwrite the input files")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    n_tokens = 0
+    for path, out_path in zip(files, outputs):
+        out = open(out_path, "w", encoding="utf-8") if out_path is not None else None
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    tokens = segmenter(line)
+                    if not tokens:
+                        continue
+                    n_tokens += len(tokens)
+                    if out is not None:
+                        out.write(" ".join(tokens) + "\n")
+                    yield tokens
+        finally:
+            if out is not None:
+                out.close()
+    if n_tokens == 0:
+        raise VocabularyError(f"empty corpus: no tokens in {', '.join(map(str, files)) or '(no files)'}")
+
+
+@dataclass(frozen=True)
+class VocabularyStats:
+    """What :func:`build_vocab` saw: corpus tokens (what training needs) and kept types."""
+
+    n_tokens: int  # running tokens of the corpus, sentence boundaries excluded
+    n_sentences: int
+    n_types: int  # distinct tokens in the corpus
+    vocab_size: int  # lines written, the three special tokens included
+
+
+def build_vocab(sentences: Iterable[Sequence[str]], min_count: int = 1,
+                max_size: int | None = None) -> tuple[list[str], VocabularyStats]:
+    """Count tokens and order them as a training vocabulary.
+
+    Args:
+        sentences: tokenized sentences.
+        min_count: drop tokens seen fewer times.
+        max_size: keep at most this many entries, the three special tokens included.
+
+    Returns:
+        ``<S>``, ``</S>``, ``<UNK>``, then tokens by descending count (case-sensitive; ties
+        in order of first appearance, so the file is deterministic), and the statistics.
+    """
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    if max_size is not None and max_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"max_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {max_size}")
+    counts: Counter[str] = Counter()  # insertion order = first appearance
+    n_sentences = 0
+    for sentence in sentences:
+        counts.update(sentence)
+        n_sentences += 1
+    # sorted() is stable, so equal counts keep first-appearance order.
+    kept = [t for t, c in sorted(counts.items(), key=lambda tc: -tc[1])
+            if c >= min_count and t not in SPECIAL_TOKENS]
+    tokens = list(SPECIAL_TOKENS) + kept
+    if max_size is not None:
+        tokens = tokens[:max_size]
+    stats = VocabularyStats(n_tokens=sum(counts.values()), n_sentences=n_sentences,
+                            n_types=len(counts), vocab_size=len(tokens))
+    return tokens, stats
+
+
+def make_vocab(files: Sequence[str | Path], out: str | Path, lang: str = "auto",
+               user_dicts: Sequence[str | Path] = (), segmented_out: str | Path | None = None,
+               min_count: int = 1, max_size: int | None = None) -> VocabularyStats:
+    """Segment ``files``, write the vocabulary to ``out`` (and the segmented text), return the counts."""
+    sentences = segment_corpus(files, Segmenter(lang, user_dicts), segmented_out)
+    tokens, stats = build_vocab(sentences, min_count, max_size)
+    write_vocab(tokens, out)
+    return stats
