@@ -233,15 +233,17 @@ SENTENCE_TERMINATORS = frozenset(".!?。！？｡…‼⁇⁈⁉")
 CLOSERS = frozenset("\"'’”)]}」』》〉）")
 
 
-def _sentence_ends(tokens: list[str]) -> list[int]:
-    """Indices just past each sentence: after a token made only of terminators (``.``, ``?!``,
-    ``。``...) and the closing quotes or brackets right after it. The last index is ``len(tokens)``."""
+def _sentence_ends(doc: Tokenized) -> list[int]:
+    """Token indices just past each sentence: after a token made only of terminators (``.``,
+    ``?!``, ``。``...) and the closing quotes or brackets that touch it (``."``, ``?)``). The
+    last index is ``len(doc)``."""
+    tokens, spans = doc.tokens, doc.spans
     ends = []
     i = 0
     while i < len(tokens):
         i += 1
         if set(tokens[i - 1]) <= SENTENCE_TERMINATORS:
-            while i < len(tokens) and set(tokens[i]) <= CLOSERS:
+            while i < len(tokens) and set(tokens[i]) <= CLOSERS and spans[i][0] == spans[i - 1][1]:
                 i += 1
             ends.append(i)
     if not ends or ends[-1] != len(tokens):
@@ -264,7 +266,7 @@ def split_long(doc: Tokenized, max_tokens: int) -> list[Tokenized]:
     pieces: list[Tokenized] = []
     start = 0  # first token of the piece being filled
     sentence_start = 0
-    for end in _sentence_ends(doc.tokens):
+    for end in _sentence_ends(doc):
         if end - start > max_tokens and sentence_start > start:
             pieces.append(doc[start:sentence_start])
             start = sentence_start
