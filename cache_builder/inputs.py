@@ -162,8 +162,9 @@ def _read_squad(path: Path) -> Iterator[_Item]:
     try:
         document = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
+        line_start = data.rfind(b"\n", 0, e.start) + 1
         raise InputError(path, data.count(b"\n", 0, e.start) + 1,
-                         f"invalid UTF-8 at byte {e.start} of the file (SQuAD JSON is read whole)") from None
+                         f"invalid UTF-8 at byte {e.start - line_start} of the line") from None
     except json.JSONDecodeError as e:
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}") from None
     articles, problem = _member_list(document, "data")
