@@ -131,12 +131,19 @@ class EmbeddingCache:
         segments = self._segment(doc_id, field)
         if len(segments) != 1:
             raise KeyError(f"document id {doc_id!r} has fields {sorted(segments)}: name one")
-        segment = next(iter(segments.values()))
+        return self.segment_tokens(next(iter(segments.values())))
+
+    def segment_tokens(self, segment: int) -> TokenView:
+        """One segment's tokens and ``(n_tokens, 2)`` spans."""
         a, b = int(self._segment_offsets[segment]), int(self._segment_offsets[segment + 1])
         if self._types is None:
             self._types = decode_strings(self.store.read("type_utf8"), self.store.read("type_offsets"))
         rows = self.store.read("token_row", a, b)
         return TokenView([self._types[r] for r in rows], self.store.read("token_spans", a, b))
+
+    @property
+    def n_segments(self) -> int:
+        return len(self._segment_offsets) - 1
 
     def dataset(self, field: str | None = None) -> CacheDataset:
         """A ``torch.utils.data.Dataset`` over documents; pair it with :func:`pad_collate`."""

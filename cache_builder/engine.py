@@ -546,8 +546,16 @@ class DryRunReport:
                  f"{self.distinct_tokens} distinct)",
                  "store size estimate (uncompressed; float16 compresses ~1.1x):"]
         for choice, sizes in self.estimates.items():
-            lines.append(f"  {choice:<12}" + "  ".join(f"{dt} {b / 2**20:10.1f} MiB" for dt, b in sizes.items()))
+            lines.append(f"  {choice:<6}" + "  ".join(f"{dt} {_human(b):>10}" for dt, b in sizes.items()))
         return "\n".join(lines)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def dry_run(input_path: str, bilm: BiLM, settings: PrecomputeSettings) -> DryRunReport:
