@@ -166,7 +166,8 @@ def _read_squad(path: Path) -> Iterator[_Item]:
         raise InputError(path, data.count(b"\n", 0, e.start) + 1,
                          f"invalid UTF-8 at byte {e.start - line_start} of the line") from None
     except json.JSONDecodeError as e:
-        raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}") from None
+        hint = " (JSON Lines? pass input_format='jsonl')" if e.msg == "Extra data" else ""
+        raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}{hint}") from None
     articles, problem = _member_list(document, "data")
     if problem is not None:
         raise InputError(path, None, f"not SQuAD JSON: the top level {problem}")
@@ -350,6 +351,8 @@ def read_records(
         raise ValueError(f"unknown input format {input_format!r}; known: auto, {', '.join(READERS)}")
     if on_error == "skip" and rejects_path is None:
         rejects_path = default_rejects_path(path)
+    if rejects_path is not None and Path(rejects_path).resolve() == path.resolve():
+        raise ValueError(f"the rejects file would overwrite the input {path}")
     return _records(path, READERS[input_format], id_field or "id",
                     tuple(fields) if fields is not None else None,
                     Path(rejects_path) if rejects_path is not None else None,

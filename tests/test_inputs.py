@@ -115,6 +115,13 @@ def test_jsonl_text_pretokenized_integer_ids_and_blank_lines(tmp_path: Path) -> 
     assert [r.fields for r in read_records(tokens)] == [{"tokens": ["New York", "is", "big"]}]
 
 
+def test_fields_are_inferred_from_the_first_parsed_record(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "d.jsonl", ["{oops", {"id": "a", "text": "A."}, {"id": "b", "tokens": ["B"]}])
+    stats = ReadStats()
+    assert [r.doc_id for r in read_records(path, on_error="skip", stats=stats)] == ["a"]
+    assert [(r["line"], r["field"]) for r in read_rejects(default_rejects_path(path))] == [(1, None), (3, "text")]
+
+
 def test_jsonl_explicit_id_field_and_fields(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"doc": "d1", "title": "T", "body": "B b", "n": 3}])
     records = list(read_records(path, id_field="doc", fields=["body", "title"]))
@@ -318,6 +325,9 @@ def test_squad_file_that_cannot_be_parsed_always_raises(tmp_path: Path) -> None:
     path.write_bytes(b'{\n"data": [\n\n"caf\xe9"]}')
     with pytest.raises(InputError, match=r"broken\.json:4: invalid UTF-8 at byte 4 of the line"):
         list(read_records(path, input_format="squad"))
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n')
+    with pytest.raises(InputError, match=r"broken\.json:2: malformed JSON: Extra data.*pass input_format='jsonl'"):
+        list(read_records(path, input_format="squad"))
     path.write_text('{"version": "1.1"}')
     with pytest.raises(InputError, match=r"broken\.json: not SQuAD JSON: the top level has no 'data' list"):
         list(read_records(path, input_format="squad"))
@@ -347,6 +357,8 @@ def test_option_errors_raise_before_iteration(tmp_path: Path) -> None:
     for fields in ("text", [], ["a", "a"], [1]):
         with pytest.raises(ValueError, match="fields must be a non-empty list"):
             read_records(path, fields=fields)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        read_records(path, on_error="skip", rejects_path=path)
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         read_records(tmp_path / "missing.jsonl")
 
