@@ -63,12 +63,12 @@ class Tokenizer(Protocol):
     def settings(self) -> dict[str, Any]: ...
 
 
-def _from_matches(matches: Iterator[re.Match[str]], offset: int = 0) -> Tokenized:
-    """Tokens from regex matches over a text that starts at character ``offset`` of the original."""
+def _from_matches(matches: Iterator[re.Match[str]]) -> Tokenized:
+    """Tokens from regex matches over the original text."""
     tokens, spans = [], []
     for m in matches:
         tokens.append(m.group())
-        spans.append((offset + m.start(), offset + m.end()))
+        spans.append(m.span())
     return Tokenized(tokens, spans)
 
 
