@@ -88,7 +88,8 @@ def _run_precompute(args: argparse.Namespace) -> int:
                             mix_logits=args.mix_logits, gamma=args.gamma)
     settings = PrecomputeSettings(
         layers=spec, dtype=args.dtype, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
-        batch_tokens=args.batch_tokens, input_format=args.input_format, id_field=args.id_field,
+        batch_tokens=args.batch_tokens, window_tokens=args.window_tokens, input_format=args.input_format,
+        id_field=args.id_field,
         fields=tuple(args.fields.split(",")) if args.fields else None, on_error=args.on_error)
     if args.dry_run:
         print(dry_run(args.input, bilm, settings).format())
@@ -124,6 +125,8 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fields", help="comma-separated JSONL text fields to embed")
     p.add_argument("--max-tokens", type=int, default=512, help="split longer texts at sentence ends")
     p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
+    p.add_argument("--window-tokens", type=int, default=1 << 15,
+                   help="new tokens per window: the unit of length bucketing, writing and resume")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="bad records stop the run (default) or go to the rejects file")
