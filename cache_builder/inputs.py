@@ -25,7 +25,8 @@ under ``on_error="skip"``, costs only that line.
 
 A record is normalized to ``{"id": ..., "fields": {name: text or token list}}`` and validated
 against ``schemas/input_record.schema.json``. Bad records (malformed JSON, invalid UTF-8,
-missing id, missing field, non-string or empty text, bad token list, duplicate id) raise
+missing id, missing field, non-string or empty text, bad token list, duplicate id, lone
+surrogates smuggled in by JSON escapes) raise
 :class:`InputError` naming file, line, field and reason, or with ``on_error="skip"`` go to the
 rejects file, one JSON line each. Long tokens are not an error: the model reads the first
 48 UTF-8 bytes of each token.
@@ -250,6 +251,8 @@ _SCHEMA_REASONS: dict[str, Callable[[jsonschema.ValidationError], str]] = {
     "pattern": lambda e: "is empty or whitespace only",
     "minLength": lambda e: "is empty",
     "minItems": lambda e: "is an empty token list",
+    # the schema's only "not" forbids lone surrogates
+    "not": lambda e: "holds a lone surrogate (a \\ud800-\\udfff escape), which is not valid Unicode",
 }
 
 

@@ -204,6 +204,7 @@ BAD_JSONL: dict[str, tuple[bytes | str | dict[str, Any], str | None, str]] = {
     "non-string text": ({"id": "b", "text": 42}, "text", "must be a string or a token list, got number"),
     "object text": ({"id": "b", "text": {"a": 1}}, "text", "must be a string or a token list, got object"),
     "invalid UTF-8": (b'{"id": "b", "text": "caf\xe9"}', None, "invalid UTF-8 at byte 24 of the line"),
+    "lone surrogate": ('{"id": "b", "text": "half a pair \\ud83d here"}', "text", "lone surrogate"),
 }
 
 
@@ -262,6 +263,7 @@ def test_bad_token_lists(tmp_path: Path) -> None:
         {"id": "c", "tokens": ["x", 5]},
         {"id": "d", "tokens": ["x", " "]},
         {"id": "e", "tokens": "a string is text, not tokens"},
+        '{"id": "f", "tokens": ["ok", "\\udc80"]}',
     ])
     stats = ReadStats()
     assert [r.fields["tokens"] for r in read_records(path, on_error="skip", stats=stats)] == [
@@ -270,6 +272,7 @@ def test_bad_token_lists(tmp_path: Path) -> None:
         (2, "tokens", "is an empty token list"),
         (3, "tokens", "token 1 must be a string, got number"),
         (4, "tokens", "token 1 is empty or whitespace only"),
+        (6, "tokens", "token 1 holds a lone surrogate (a \\ud800-\\udfff escape), which is not valid Unicode"),
     ]
 
 
