@@ -39,6 +39,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,14 +246,21 @@ def _expected_types(error: jsonschema.ValidationError) -> str:
     return " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _pattern_reason(error: jsonschema.ValidationError) -> str:
+    """The schema's string patterns ask for a non-whitespace character and no lone surrogate."""
+    if _LONE_SURROGATE.search(error.instance):
+        return "holds a lone surrogate (a \\ud800-\\udfff escape), which is not valid Unicode"
+    return "is empty" if not error.instance else "is whitespace only"
+
+
 # Schema keyword that failed → reason, for messages that name the problem plainly.
 _SCHEMA_REASONS: dict[str, Callable[[jsonschema.ValidationError], str]] = {
     "type": lambda e: f"must be {_expected_types(e)}, got {_JSON_TYPES.get(type(e.instance), 'a value')}",
-    "pattern": lambda e: "is empty or whitespace only",
-    "minLength": lambda e: "is empty",
+    "pattern": _pattern_reason,
     "minItems": lambda e: "is an empty token list",
-    # the schema's only "not" forbids lone surrogates
-    "not": lambda e: "holds a lone surrogate (a \\ud800-\\udfff escape), which is not valid Unicode",
 }
 
 
