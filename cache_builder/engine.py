@@ -18,8 +18,10 @@ writes exactly what an uninterrupted run writes. The manifest is written last.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +35,8 @@ from tqdm import tqdm
 from cache_builder.batching import content_hash, length_batches
 from cache_builder.inputs import ReadStats, Record, input_fingerprint, read_records
 from cache_builder.layers import LayerSpec
-from cache_builder.store import Appender, StoreError, StoreWriter, open_writer, store_exists, store_format
+from cache_builder.store import (Appender, StoreError, StoreReader, StoreWriter, open_reader, open_writer,
+                                 store_exists, store_format)
 from cache_builder.store import hdf5_store, zarr_store
 from cache_builder.store.layout import (FORMAT_NAME, FORMAT_VERSION, OFFSET_ARRAYS, array_specs,
                                         bytes_per_token_estimate, chunk_rows, decode_strings,
@@ -225,15 +228,17 @@ class StoreBuilder:
             out["doc_offsets"].append(np.array([out["entry_field"].length], dtype=np.int64))
         self.n_tokens_in += window.n_tokens_in
 
+    def progress(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The resume point: what :meth:`__init__` reads back."""
+        return {"identity": identity, "windows_done": self.windows_done, "fields": self.fields,
+                "n_tokens_in": self.n_tokens_in, "lengths": {name: a.length for name, a in self.out.items()}}
+
     def commit(self, identity: dict[str, Any]) -> None:
         """Make everything appended durable, then record it as the point to resume from."""
         self.windows_done += 1
         for appender in self.out.values():
             appender.flush()
-        self.store.set_attr("progress", {
-            "identity": identity, "windows_done": self.windows_done, "fields": self.fields,
-            "n_tokens_in": self.n_tokens_in,
-            "lengths": {name: a.length for name, a in self.out.items()}})
+        self.store.set_attr("progress", self.progress(identity))
 
     def counts(self, stats: ReadStats) -> dict[str, int]:
         return {"documents": self.out["doc_offsets"].length - 1,
@@ -472,29 +477,65 @@ def precompute(input_path: str, store_path: str, bilm: BiLM, settings: Precomput
     fmt = store_format(store_path, format)
     head = _manifest_head(input_path, bilm, settings, tokenizer, fmt, model_files)
     identity = run_identity(head)
-    existed = store_exists(store_path)
+    build = functools.partial(_build, input_path, bilm, settings, tokenizer, head, identity, dev,
+                              rejects_path=rejects_path, progress=progress)
+    if fmt == "zarr":
+        return build(store_path, "zarr", overwrite)
+    # A SIGKILL in the middle of an HDF5 write can leave the file unreadable, so the run builds
+    # (and resumes) a Zarr staging store beside it and converts it when complete.
+    staging = f"{store_path}.partial.zarr"
+    if store_exists(store_path) and not overwrite and not store_exists(staging):
+        store = open_writer(store_path, "hdf5")
+        try:
+            done, _ = _claim(store, identity, store_path)
+        finally:
+            store.close()
+        if done is not None:
+            return done
+    manifest = build(staging, "zarr", overwrite)
+    copy_store(open_reader(staging), open_writer(store_path, "hdf5", overwrite=True))
+    shutil.rmtree(staging)
+    return manifest
+
+
+def _claim(store: StoreWriter, identity: dict[str, Any], path: str) -> tuple[dict | None, dict | None]:
+    """What an existing store at ``path`` means for a run: (its manifest if it is complete
+    with the same identity, the progress to resume from if it is unfinished with it).
+
+    Raises:
+        StoreError: a store of other arguments, or data that is not a store.
+    """
+    manifest, progress = store.get_attr("manifest"), store.get_attr("progress")
+    if manifest is not None:
+        if run_identity(manifest) != identity:
+            raise StoreError(f"{path}: a complete store written with other arguments is here; "
+                             "pass --overwrite to replace it")
+        return manifest, None
+    if progress is not None and progress["identity"] != identity:
+        raise StoreError(f"{path}: an unfinished store from other arguments is here; re-run with "
+                         "its arguments to resume, or pass --overwrite")
+    if progress is None and store.names():
+        raise StoreError(f"{path}: holds data that is not an elmo-cache store; pass --overwrite "
+                         "to replace it")
+    return None, progress
+
+
+def _build(input_path: str, bilm: BiLM, settings: PrecomputeSettings, tokenizer: Tokenizer,
+           head: dict[str, Any], identity: dict[str, Any], device: torch.device, store_path: str,
+           fmt: str, overwrite: bool, *, rejects_path: str | None, progress: bool) -> dict[str, Any]:
+    """Create, resume or keep the store at ``store_path``; returns its manifest."""
+    existed = store_exists(store_path) and not overwrite
     store = open_writer(store_path, fmt, overwrite=overwrite)
     try:
-        manifest, progress_attr = store.get_attr("manifest"), store.get_attr("progress")
-        if existed and not overwrite:
-            if manifest is not None:
-                if run_identity(manifest) != identity:
-                    raise StoreError(f"{store_path}: a complete store written with other arguments is "
-                                     "here; pass --overwrite to replace it")
-                store.set_attr("progress", None)
-                return manifest
-            if progress_attr is not None and progress_attr["identity"] != identity:
-                raise StoreError(f"{store_path}: an unfinished store from other arguments is here; "
-                                 "re-run with its arguments to resume, or pass --overwrite")
-            if progress_attr is None and store.names():
-                raise StoreError(f"{store_path}: holds data that is not an elmo-cache store; "
-                                 "pass --overwrite to replace it")
-        spec = settings.layers
-        arrays = array_specs(spec, head["model"]["dim"], head["model"]["projection_dim"], settings.dtype)
-        builder = StoreBuilder(store, arrays, progress_attr if existed and not overwrite else None)
-        if builder.windows_done == 0:  # a new store: mark it unfinished before any data lands
-            store.set_attr("progress", {"identity": identity, "windows_done": 0, "fields": [],
-                                        "n_tokens_in": 0, "lengths": {n: a.length for n, a in builder.out.items()}})
+        done, resume = _claim(store, identity, store_path) if existed else (None, None)
+        if done is not None:
+            store.set_attr("progress", None)  # left over when a run died between the two
+            return done
+        arrays = array_specs(settings.layers, head["model"]["dim"], head["model"]["projection_dim"],
+                             settings.dtype)
+        builder = StoreBuilder(store, arrays, resume)
+        if resume is None:  # a new store: mark it unfinished before any data lands
+            store.set_attr("progress", builder.progress(identity))
         stats = ReadStats()
         source = windows(_records(input_path, settings, stats, rejects_path), tokenizer,
                          settings.max_tokens, settings.window_tokens)
@@ -508,13 +549,28 @@ def precompute(input_path: str, store_path: str, bilm: BiLM, settings: Precomput
             bar.set_postfix_str(f"{tokens[0] / (time.perf_counter() - started):,.0f} tok/s", refresh=False)
 
         with bar:
-            embed_windows(source, bilm, settings, builder, identity, dev, on_window)
+            embed_windows(source, bilm, settings, builder, identity, device, on_window)
         manifest = {**head, "fields": builder.fields, "counts": builder.counts(stats)}
         store.set_attr("manifest", manifest)
         store.set_attr("progress", None)
         return manifest
     finally:
         store.close()
+
+
+def copy_store(source: StoreReader, target: StoreWriter) -> None:
+    """Copy every array (same chunking) and then the manifest, last, from ``source`` to ``target``."""
+    try:
+        for name in sorted(source.names()):
+            array = source.array(name)
+            target.create(name, tuple(array.shape[1:]), str(array.dtype), source.chunk_rows(name))
+            step = target.write_unit(name)
+            for start in range(0, array.shape[0], step):
+                target.write(name, start, source.read(name, start, start + step))
+        target.set_attr("manifest", source.get_attr("manifest"))
+    finally:
+        source.close()
+        target.close()
 
 
 def _estimate_documents(path: str) -> int | None:
