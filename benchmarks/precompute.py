@@ -11,7 +11,7 @@ Reports, measured in one run:
 - peak RSS of a run on 1x and 10x the input (target: within 1.3x);
 - lookup latency p50/p99 for random ids.
 
-Usage: ``python benchmarks/precompute.py [--contexts 40] [--questions 5] [--scale 10]``
+Usage: ``python benchmarks/precompute.py [--contexts 200] [--questions 5] [--scale 10]``
 """
 
 from __future__ import annotations
@@ -153,10 +153,10 @@ def peak_rss_mb(squad: Path, store: Path, model: tuple[str, str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--contexts", type=int, default=40)
+    parser.add_argument("--contexts", type=int, default=200)
     parser.add_argument("--questions", type=int, default=5, help="questions per context")
     parser.add_argument("--scale", type=int, default=10, help="input multiple for the RSS comparison")
-    parser.add_argument("--repeat", type=int, default=2, help="alternating timings of model and run")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating timings of model and run")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:

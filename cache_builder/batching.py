@@ -35,12 +35,13 @@ def length_batches(items: Sequence[T], lengths: Sequence[int], batch_tokens: int
     order = sorted(range(len(items)), key=lambda i: -lengths[i])
     batches: list[list[T]] = []
     current: list[T] = []
-    longest = 0
+    longest = 0  # the first item of a batch is its longest
     for i in order:
-        longest = max(longest, lengths[i]) if current else lengths[i]
         if current and (len(current) + 1) * longest > batch_tokens:
             batches.append(current)
-            current, longest = [], lengths[i]
+            current = []
+        if not current:
+            longest = lengths[i]
         current.append(items[i])
     if current:
         batches.append(current)

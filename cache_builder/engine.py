@@ -607,11 +607,10 @@ class DryRunReport:
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    unit = 0
+    while n >= 1024 and unit < 3:
+        n, unit = n / 1024, unit + 1
+    return f"{n:.1f} {('B', 'KiB', 'MiB', 'GiB')[unit]}"
 
 
 def dry_run(input_path: str, bilm: BiLM, settings: PrecomputeSettings) -> DryRunReport:

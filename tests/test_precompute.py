@@ -204,3 +204,11 @@ def test_bad_input_skipped_keeps_every_valid_record(tmp_path: Path, model_files,
     assert cache.tokens("g2").tokens == ["Good", "two", "."]
     [reject] = [json.loads(line) for line in default_rejects_path(path).read_text(encoding="utf-8").splitlines()]
     assert reject["line"] == 2 and reason in reject["reason"]
+
+
+def test_zarr_store_at_an_fsspec_url(tmp_path: Path, model_files):
+    text = write_lines(tmp_path / "in.txt", ["a b c .", "d e ."])
+    url = f"memory://{tmp_path.name}/s.zarr"
+    run(text, url, model_files, tokenizer="whitespace")
+    with open_cache(url) as cache:
+        assert len(cache) == 2 and cache.lookup("1").shape == (3, 3, 16)
