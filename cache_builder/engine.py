@@ -412,10 +412,10 @@ def _to_host(vectors: torch.Tensor, layer0: torch.Tensor | None, cuda: bool):
 
 def run_identity(manifest_like: dict[str, Any]) -> dict[str, Any]:
     """The parts of a manifest that decide a store's content: equal identities resume/skip."""
+    source = {k: v for k, v in manifest_like["input"].items() if k != "name"}  # renaming is harmless
     return {"model": manifest_like["model"]["fingerprint"], "layers": manifest_like["layers"],
-            "dtype": manifest_like["dtype"], "tokenizer": manifest_like["tokenizer"],
-            "input": manifest_like["input"], "batching": manifest_like["batching"],
-            "backend": manifest_like["backend"]["format"]}
+            "dtype": manifest_like["dtype"], "tokenizer": manifest_like["tokenizer"], "input": source,
+            "batching": manifest_like["batching"], "backend": manifest_like["backend"]["format"]}
 
 
 def _manifest_head(input_path: str, bilm: BiLM, settings: PrecomputeSettings, tokenizer: Tokenizer,

@@ -4,6 +4,7 @@ and export to AllenNLP's HDF5 layout."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,22 @@ def test_cli_info_and_lookup(stores):
     assert found.returncode == 0 and "shape (3, 2, 16)" in found.stdout and "Two ?" in found.stdout
     missing = cli("lookup", str(stores["fields"]), "zz")
     assert missing.returncode == 2 and "'zz'" in missing.stderr
+
+
+def test_cli_precompute_dry_run_and_mix(tmp_path: Path, capsys):
+    import cli
+
+    options, weights = map(str, save_tiny_model(tmp_path / "model"))
+    text = write_lines(tmp_path / "in.txt", LINES)
+    model = ["--options", options, "--weights", weights, "--tokenizer", "whitespace", "-q"]
+    assert cli.main(["precompute", str(text), "--dry-run", *model]) == 0
+    out = capsys.readouterr().out
+    assert "documents 4" in out and "segments after dedup 3" in out and "float16" in out
+    assert not (tmp_path / "in.elmo.zarr").exists()
+    assert cli.main(["precompute", str(text), "--mix-logits", "0,0,1", "--gamma", "2", *model]) == 0
+    assert "4 documents, 3 segments" in capsys.readouterr().out
+    cache = open_cache(str(tmp_path / "in.elmo.zarr"))
+    assert cache.lookup("0").shape == (7, 16) and cache.info()["layers"]["mix"]["gamma"] == 2
+    assert cache.info()["model"]["options"] == os.path.abspath(options)
+    assert cli.main(["precompute", str(text), "--layers", "0,1", *model]) == 2
+    assert "--overwrite" in capsys.readouterr().err
