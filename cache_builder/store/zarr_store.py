@@ -42,25 +42,31 @@ class ZarrStore:
             self._group = zarr.open_group(path, mode=mode, zarr_format=3)
         except Exception as e:  # zarr raises several types for a missing or non-zarr path
             raise CorruptStoreError(f"{path}: not a readable Zarr v3 group ({e})") from None
+        self._arrays: dict[str, zarr.Array] = {}  # opening an array reads its metadata: do it once
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
     def names(self) -> set[str]:
         return set(self._group.array_keys())
 
     def length(self, name: str) -> int:
-        return self._group[name].shape[0]
+        return self._array(name).shape[0]
 
     def array(self, name: str) -> zarr.Array:
-        return self._group[name]
+        return self._array(name)
 
     def chunk_rows(self, name: str) -> int:
-        return self._group[name].chunks[0]
+        return self._array(name).chunks[0]
 
     def write_unit(self, name: str) -> int:
-        return self._group[name].shards[0]
+        return self._array(name).shards[0]
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         try:
-            return self._group[name][start:stop]
+            return self._array(name)[start:stop]
         except Exception as e:
             raise CorruptStoreError(f"{self.path}: array {name!r} rows {start}:{stop} cannot be "
                                     f"read (checksum or decompression failed: {e})") from None
@@ -77,14 +83,14 @@ class ZarrStore:
                          Crc32cCodec()])
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
-        array = self._group[name]
+        array = self._array(name)
         end = start + len(data)
         if end > array.shape[0]:
             array.resize((end, *array.shape[1:]))
         array[start:end] = data
 
     def truncate(self, name: str, length: int) -> None:
-        array = self._group[name]
+        array = self._array(name)
         array.resize((length, *array.shape[1:]))
 
     def set_attr(self, key: str, value: Any) -> None:
