@@ -212,3 +212,18 @@ def test_zarr_store_at_an_fsspec_url(tmp_path: Path, model_files):
     run(text, url, model_files, tokenizer="whitespace")
     with open_cache(url) as cache:
         assert len(cache) == 2 and cache.lookup("1").shape == (3, 3, 16)
+
+
+LONG_LINES = [" ".join(f"t{(i * 7 + j) % 50}" for j in range(5 + i % 40)) + " ." for i in range(60)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_matches_the_cpu_store(tmp_path: Path, model_files):
+    text = write_lines(tmp_path / "in.txt", LONG_LINES)
+    settings = PrecomputeSettings(LayerSpec((0, 1, 2)), tokenizer="whitespace", dtype="float32", batch_tokens=64)
+    for device, name in (("cpu", "cpu.zarr"), ("cuda", "gpu.zarr")):
+        precompute(str(text), str(tmp_path / name), load(model_files), settings, device=device, progress=False)
+    cpu, gpu = open_cache(str(tmp_path / "cpu.zarr")), open_cache(str(tmp_path / "gpu.zarr"))
+    for doc_id in cpu:
+        np.testing.assert_allclose(gpu.lookup(doc_id), cpu.lookup(doc_id), atol=1e-4)
+
