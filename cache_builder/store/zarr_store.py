@@ -8,7 +8,9 @@ here, and bit shuffle or higher levels cost speed for less gain. The int32/int64
 even 100k tokens/s of three 1024-wide float16 layers is ≈600 MB/s.
 
 Sharding packs ``SHARD_CHUNKS`` chunks into one object, so a large store is hundreds of
-files, not tens of thousands, while lookups still read single chunks.
+files, not tens of thousands, while lookups still read single chunks. Resume relies on
+zarr's local store writing each object atomically (temporary file + rename, zarr ≥ 3.1.3):
+a SIGKILL leaves every shard either old or new, never half written.
 """
 
 from __future__ import annotations
