@@ -295,12 +295,12 @@ def _run_stage(target: Callable[[], None], errors: list[BaseException], failed: 
 
 def embed_windows(source: Iterable[Window], bilm: BiLM, settings: PrecomputeSettings,
                   builder: StoreBuilder, identity: dict[str, Any], device: torch.device,
-                  on_window: Callable[[Window], None] = lambda w: None) -> None:
+                  on_window: Callable[[Window, bool], None] = lambda w, computed: None) -> None:
     """Run every window after ``builder.windows_done`` through ``bilm`` into ``builder``.
 
     This is the engine's unit of work: a shard of the input (its windows) on one device.
     Windows before ``builder.windows_done`` are consumed (they rebuild dedup state) but
-    neither computed nor written.
+    neither computed nor written. ``on_window(window, computed)`` follows progress.
     """
     spec, cuda = settings.layers, device.type == "cuda"
     out_dtype = getattr(torch, settings.dtype)
@@ -310,6 +310,7 @@ def embed_windows(source: Iterable[Window], bilm: BiLM, settings: PrecomputeSett
     def read() -> None:
         for window in source:
             if window.number < builder.windows_done:
+                on_window(window, False)
                 continue
             pieces = [(s, start, piece) for s, segment in enumerate(window.segments)
                       for start, piece in _piece_starts(segment.pieces)]
@@ -329,7 +330,7 @@ def embed_windows(source: Iterable[Window], bilm: BiLM, settings: PrecomputeSett
                 outputs = assembly.pop(window.number, None) or _empty_window(window, spec, bilm, settings.dtype)
                 builder.add_window(window, *outputs)
                 builder.commit(identity)
-                on_window(window)
+                on_window(window, True)
                 continue
             vectors, layer0, ready = host
             if ready is not None:
@@ -543,10 +544,11 @@ def _build(input_path: str, bilm: BiLM, settings: PrecomputeSettings, tokenizer:
                    desc="precompute", dynamic_ncols=True)
         started, tokens = time.perf_counter(), [0]
 
-        def on_window(window: Window) -> None:
-            tokens[0] += window.n_tokens
+        def on_window(window: Window, computed: bool) -> None:
             bar.update(len(window.docs))
-            bar.set_postfix_str(f"{tokens[0] / (time.perf_counter() - started):,.0f} tok/s", refresh=False)
+            if computed:  # tokens/s of this run, not of the windows a resumed run skips
+                tokens[0] += window.n_tokens
+                bar.set_postfix_str(f"{tokens[0] / (time.perf_counter() - started):,.0f} tok/s", refresh=False)
 
         with bar:
             embed_windows(source, bilm, settings, builder, identity, device, on_window)
