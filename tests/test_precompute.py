@@ -227,3 +227,14 @@ def test_gpu_run_matches_the_cpu_store(tmp_path: Path, model_files):
     for doc_id in cpu:
         np.testing.assert_allclose(gpu.lookup(doc_id), cpu.lookup(doc_id), atol=1e-4)
 
+
+
+def test_bad_lines_of_a_text_file_skipped_keep_the_other_ids(tmp_path: Path, model_files):
+    path = write_lines(tmp_path / "in.txt", ["first line .", b"caf\xe9 au lait", "", "last line ."])
+    with pytest.raises(InputError, match=rf"{path}:2: .*UTF-8"):
+        run(path, tmp_path / "raise.zarr", model_files, tokenizer="whitespace")
+    manifest = run(path, tmp_path / "s.zarr", model_files, tokenizer="whitespace", on_error="skip")
+    assert manifest["counts"]["rejected"] == 2
+    cache = open_cache(str(tmp_path / "s.zarr"))
+    assert sorted(cache) == ["0", "3"]  # ids stay the line indices of AllenNLP's elmo command
+    assert cache.tokens("3").tokens == ["last", "line", "."]
