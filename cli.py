@@ -7,6 +7,8 @@ Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments an
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import TextIO
@@ -22,14 +24,11 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from elmo import load_bilm, load_default_bilm
     from elmo.runtime import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
-    if (args.options is None) != (args.weights is None):
-        raise ValueError("pass both --options and --weights, or neither for the bundled default model")
-    bilm = (load_bilm(args.options, args.weights, device=device) if args.options
-            else load_default_bilm(device=device)).to(resolve_dtype(args.dtype, device))
+    bilm, _ = _load_model(args)
+    bilm = bilm.to(device, resolve_dtype(args.dtype, device))
     stream = open(args.input, encoding="utf-8") if args.input != "-" else sys.stdin
     with stream:
         batch: list[list[str]] = []
@@ -154,10 +153,162 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_export)
 
 
+def _load_model(args: argparse.Namespace):
+    """--options/--weights when given, else the bundled default model; returns (bilm, files)."""
+    from elmo import load_bilm, load_default_bilm
+
+    if bool(args.options) != bool(args.weights):
+        raise ValueError("pass both --options and --weights, or neither (the bundled default model)")
+    if args.options:
+        return load_bilm(args.options, args.weights), (os.path.abspath(args.options), os.path.abspath(args.weights))
+    from elmo.bilm import DEFAULT_MODEL_DIR
+
+    return load_default_bilm(), (str(DEFAULT_MODEL_DIR / "options.json"), str(DEFAULT_MODEL_DIR / "weights.hdf5"))
+
+
+def _default_store(input_path: str) -> str:
+    return os.path.splitext(input_path)[0] + ".elmo.zarr"
+
+
+def _run_precompute(args: argparse.Namespace) -> int:
+    from cache_builder.engine import PrecomputeSettings, dry_run, precompute
+    from cache_builder.layers import parse_layer_spec
+
+    bilm, files = _load_model(args)
+    spec = parse_layer_spec(bilm.options.lstm.n_layers + 1, layers=args.layers, mix=args.mix,
+                            mix_logits=args.mix_logits, gamma=args.gamma)
+    settings = PrecomputeSettings(
+        layers=spec, dtype=args.dtype, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
+        batch_tokens=args.batch_tokens, window_tokens=args.window_tokens, input_format=args.input_format,
+        id_field=args.id_field,
+        fields=tuple(args.fields.split(",")) if args.fields else None, on_error=args.on_error)
+    if args.dry_run:
+        print(dry_run(args.input, bilm, settings).format())
+        return 0
+    store = args.output or _default_store(args.input)
+    manifest = precompute(args.input, store, bilm, settings, device=args.device, format=args.format,
+                          overwrite=args.overwrite, model_files=files, rejects_path=args.rejects,
+                          progress=not args.quiet)
+    counts = manifest["counts"]
+    print(f"{store}: {counts['documents']} documents, {counts['segments']} segments, "
+          f"{counts['tokens']} tokens, {counts['rejected']} rejected records")
+    return 0
+
+
+def _add_precompute(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("precompute", help="embed a dataset into a Zarr or HDF5 store",
+                       description="Run the biLM over every record of INPUT and write a store that "
+                                   "open_cache(STORE).lookup(doc_id) reads. Re-running an interrupted "
+                                   "run with the same arguments resumes it.")
+    p.add_argument("input", help="JSONL, SQuAD JSON, or plain text (one document per line)")
+    p.add_argument("-o", "--output", help="store path (.zarr directory, or .h5/.hdf5 file); "
+                                          "default INPUT without extension + .elmo.zarr")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--layers", help="keep these layers, e.g. 0,1 (default: all)")
+    which.add_argument("--mix", help="collapse with normalized weights s0,s1,s2 (ELMo eq. 1)")
+    which.add_argument("--mix-logits", help="collapse with raw scalar-mix weights (softmax-normalized)")
+    p.add_argument("--gamma", type=float, default=1.0, help="scale of the mix (default 1)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="stored dtype")
+    p.add_argument("--format", choices=("zarr", "hdf5"), help="store backend (default: from the path)")
+    p.add_argument("--tokenizer", default="auto", help="en, zh, whitespace or auto (default)")
+    p.add_argument("--input-format", default="auto", help="jsonl, squad, text or auto (default)")
+    p.add_argument("--id-field", help="JSONL key of the document id (default id)")
+    p.add_argument("--fields", help="comma-separated JSONL text fields to embed")
+    p.add_argument("--max-tokens", type=int, default=512, help="split longer texts at sentence ends")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
+    p.add_argument("--window-tokens", type=int, default=1 << 15,
+                   help="new tokens per window: the unit of length bucketing, writing and resume")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                   help="bad records stop the run (default) or go to the rejects file")
+    p.add_argument("--rejects", help="rejects file for --on-error skip (default INPUT.rejects.jsonl)")
+    p.add_argument("--dry-run", action="store_true", help="count and estimate sizes; run no model")
+    p.add_argument("--overwrite", action="store_true", help="replace a store written with other arguments")
+    p.add_argument("--options", help="the model's options.json (default: the bundled model)")
+    p.add_argument("--weights", help="the model's weights.hdf5")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_precompute)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from cache_builder import open_cache
+
+    with open_cache(args.store) as cache:
+        print(json.dumps(cache.info(), indent=2))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print a store's manifest")
+    p.add_argument("store")
+    p.set_defaults(run=_run_info)
+
+
+def _run_lookup(args: argparse.Namespace) -> int:
+    from cache_builder import open_cache
+
+    with open_cache(args.store) as cache:
+        found = cache.lookup(args.id, args.field)
+        arrays = found if isinstance(found, dict) else {args.field or cache.fields[0]: found}
+        for field, array in arrays.items():
+            view = cache.tokens(args.id, field)
+            print(f"{args.id}\t{field}\tshape {tuple(array.shape)}\t{array.dtype}\t{' '.join(view.tokens)}")
+    return 0
+
+
+def _add_lookup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lookup", help="print a document's shapes and tokens")
+    p.add_argument("store")
+    p.add_argument("id")
+    p.add_argument("--field", help="one text field (default: all)")
+    p.set_defaults(run=_run_lookup)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from cache_builder.verify import verify
+
+    bilm = _load_model(args)[0] if args.options or args.weights else None
+    report = verify(args.store, bilm, sample=args.sample)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check every chunk, the counts, and a recomputed sample",
+                       description="Reads every chunk (checksums), checks counts against the manifest, "
+                                   "and recomputes a sample of segments with the model (the files "
+                                   "recorded in the manifest, or --options/--weights).")
+    p.add_argument("store")
+    p.add_argument("--sample", type=int, default=16, help="segments to recompute (0: none)")
+    p.add_argument("--options", help="the model's options.json (default: from the manifest)")
+    p.add_argument("--weights", help="the model's weights.hdf5")
+    p.set_defaults(run=_run_verify)
+
+
+def _run_export_allennlp(args: argparse.Namespace) -> int:
+    from cache_builder.export import export_allennlp
+
+    n = export_allennlp(args.store, args.out, args.mode)
+    print(f"{args.out}: {n} sentences ({args.mode})")
+    return 0
+
+
+def _add_export_allennlp(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-allennlp", help="write AllenNLP elmo-command HDF5 from a store")
+    p.add_argument("store")
+    p.add_argument("out", help="output .hdf5")
+    mode = p.add_mutually_exclusive_group()
+    for name in ("all", "top", "average"):
+        mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name,
+                          help=f"{name} layers" if name == "all" else f"the {name} layer(s)")
+    p.set_defaults(run=_run_export_allennlp, mode="all")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elmo-cache", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_embed, _add_vocab, _add_train, _add_perplexity, _add_export):
+    for add in (_add_embed, _add_precompute, _add_info, _add_lookup, _add_verify, _add_export_allennlp,
+                _add_vocab, _add_train, _add_perplexity, _add_export):
         add(sub)
     return parser
 

@@ -17,6 +17,11 @@ from elmo.options import CharCNNOptions
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
+# BLAS kernels round differently for the last few rows of a matrix whose row count is not a
+# multiple of their block; padding every call to whole blocks makes a type's vector bitwise
+# independent of how many other types share the call (memoized vectors, resumed runs).
+ROW_BLOCK = 32
+
 
 class Highway(nn.Module):
     """Highway layers in the TensorFlow convention of the published weights.
@@ -82,6 +87,10 @@ class CharCNN(nn.Module):
         Returns:
             ``(n_types, output_dim)`` token-layer vectors.
         """
+        n_types = char_ids.shape[0]
+        filler = (-n_types) % ROW_BLOCK
+        if filler:
+            char_ids = torch.cat([char_ids, char_ids[:1].expand(filler, -1)])
         char_ids = self._trim_padding(char_ids)
         mask_row = torch.zeros_like(self.char_embed[:1])
         table = torch.cat([mask_row, self.char_embed[1:]])  # id 0 always embeds to zeros
@@ -90,7 +99,7 @@ class CharCNN(nn.Module):
         # applies the nonlinearity to (n_types, n) instead of (n_types, n, positions).
         pooled = [conv(x).amax(dim=-1) for conv in self.convs]
         h = self._activation(torch.cat(pooled, dim=-1))  # (n_types, n_filters)
-        return self.projection(self.highway(h))
+        return self.projection(self.highway(h))[:n_types]
 
     def _trim_padding(self, char_ids: Tensor) -> Tensor:
         """Drop trailing columns that are padding in every row; exact for the max-pool.

@@ -141,3 +141,14 @@ def test_type_memo_is_bounded():
     plain = tiny_bilm()
     plain.type_memo = None
     torch.testing.assert_close(out.layers, plain.embed(random_sentences(4, 30)).layers, rtol=0, atol=1e-6)
+
+
+def test_token_vectors_are_bitwise_independent_of_the_other_types_in_the_call():
+    cnn = tiny_bilm().token_encoder
+    types = [f"{w}{k}" for k in range(7) for w in WORDS]
+    with torch.no_grad():
+        together = cnn(cnn.type_inputs(types))
+        for size in (1, 3, 9, 17, 40):
+            for start in range(0, 60, size):
+                alone = cnn(cnn.type_inputs(types[start : start + size]))
+                assert torch.equal(alone, together[start : start + size])

@@ -1,0 +1,128 @@
+"""Which biLM layers a store keeps: a subset, or one fixed scalar mix (ELMo paper, eq. 1).
+
+The biLM gives ``(n_layers, batch, time, dim)``: layer 0 is the context-independent token
+layer (the projection duplicated to ``dim``), layers 1.. the biLSTM layers. A store splits that
+into *contextual* vectors ``(n_tokens, n_vector_layers, dim)`` and, when layer 0 is kept, the
+token layer at projection width, stored once per distinct token (see :mod:`cache_builder.store`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What is stored per token.
+
+    Attributes:
+        layers: kept biLM layers, ascending (a mix reads every layer).
+        mix: normalized weights ``s_j`` per layer when the store is collapsed, else None.
+        logits: the raw weights the user gave with ``--mix-logits`` (recorded, not used).
+        gamma: the mix's scale.
+    """
+
+    layers: tuple[int, ...]
+    mix: tuple[float, ...] | None = None
+    logits: tuple[float, ...] | None = None
+    gamma: float = 1.0
+
+    @property
+    def keeps_token_layer(self) -> bool:
+        """Layer 0 stored as a per-type table (only for an unmixed store that keeps it)."""
+        return self.mix is None and 0 in self.layers
+
+    @property
+    def vector_layers(self) -> tuple[int, ...]:
+        """biLM layers in the ``vectors`` node; ``()`` plus a mix means one collapsed layer."""
+        return () if self.mix is not None else tuple(k for k in self.layers if k != 0)
+
+    @property
+    def n_vector_layers(self) -> int:
+        return 1 if self.mix is not None else len(self.vector_layers)
+
+    def apply(self, layers: Tensor) -> Tensor:
+        """``(n_layers, batch, time, dim)`` → ``(batch, time, n_vector_layers, dim)``."""
+        if self.mix is not None:
+            weights = torch.tensor(self.mix, dtype=layers.dtype, device=layers.device)
+            mixed = self.gamma * torch.einsum("l,lbtd->btd", weights, layers)
+            return mixed.unsqueeze(2)
+        return layers[list(self.vector_layers)].permute(1, 2, 0, 3)
+
+    def to_manifest(self) -> dict[str, Any]:
+        if self.mix is None:
+            return {"layers": list(self.layers)}
+        out: dict[str, Any] = {"mix": {"weights": list(self.mix), "gamma": self.gamma}}
+        if self.logits is not None:
+            out["mix"]["logits"] = list(self.logits)
+        return out
+
+    def describe(self) -> str:
+        if self.mix is None:
+            return "layers " + ",".join(map(str, self.layers))
+        return f"mix {','.join(f'{s:g}' for s in self.mix)} gamma {self.gamma:g}"
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def parse_layer_spec(n_layers: int, *, layers: str | None = None, mix: str | None = None,
+                     mix_logits: str | None = None, gamma: float = 1.0) -> LayerSpec:
+    """Build a :class:`LayerSpec` from command-line style strings.
+
+    Args:
+        n_layers: layers the biLM produces (token layer + LSTM layers, usually 3).
+        layers: ``"0,1"``: keep these layers. Default when nothing is given: every layer.
+        mix: ``"s0,s1,s2"``: normalized weights (non-negative, summing to 1).
+        mix_logits: ``"w0,w1,w2"``: raw scalar-mix parameters, normalized with a softmax.
+        gamma: the mix's scale (ELMo eq. 1).
+
+    Raises:
+        ValueError: conflicting options, a wrong count, an unknown layer, or unnormalized ``mix``.
+    """
+    if sum(x is not None for x in (layers, mix, mix_logits)) > 1:
+        raise ValueError("give one of --layers, --mix, --mix-logits")
+    if mix is None and mix_logits is None:
+        if layers is None:
+            return LayerSpec(tuple(range(n_layers)))
+        try:
+            kept = sorted({int(x) for x in layers.split(",")})
+        except ValueError:
+            raise ValueError(f"--layers: expected comma-separated layer numbers, got {layers!r}") from None
+        if not kept or kept[0] < 0 or kept[-1] >= n_layers:
+            raise ValueError(f"--layers {layers}: this biLM has layers 0..{n_layers - 1}")
+        return LayerSpec(tuple(kept))
+    if mix is not None:
+        weights, logits = _floats(mix, "--mix"), None
+        if any(s < 0 for s in weights) or abs(sum(weights) - 1) > 1e-4:
+            raise ValueError(f"--mix {mix}: weights must be non-negative and sum to 1 "
+                             "(use --mix-logits for raw scalar-mix parameters)")
+    else:
+        logits = _floats(mix_logits, "--mix-logits")
+        top = max(logits)
+        exp = [math.exp(w - top) for w in logits]
+        weights = tuple(e / sum(exp) for e in exp)
+    if len(weights) != n_layers:
+        raise ValueError(f"the mix needs {n_layers} weights (one per layer), got {len(weights)}")
+    if not math.isfinite(gamma):
+        raise ValueError(f"--gamma must be finite, got {gamma}")
+    return LayerSpec(tuple(range(n_layers)), mix=weights, logits=logits, gamma=gamma)
+
+
+def layer_spec_from_manifest(entry: dict[str, Any]) -> LayerSpec:
+    """Inverse of :meth:`LayerSpec.to_manifest`."""
+    if "mix" in entry:
+        mix = entry["mix"]
+        logits = tuple(mix["logits"]) if "logits" in mix else None
+        return LayerSpec(tuple(range(len(mix["weights"]))), mix=tuple(mix["weights"]), logits=logits,
+                         gamma=mix["gamma"])
+    return LayerSpec(tuple(entry["layers"]))

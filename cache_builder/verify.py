@@ -1,0 +1,117 @@
+"""``verify``: read every chunk, check counts, recompute a sample of segments with the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from cache_builder.cache import EmbeddingCache, open_cache
+from cache_builder.store import CorruptStoreError
+from cache_builder.tokenize import Tokenized, split_long
+from elmo import BiLM, load_bilm
+from elmo.weights import model_fingerprint
+
+TOLERANCE = {"float32": 1e-5, "float16": 2e-3}  # absolute, besides float16's relative 1e-2
+
+
+@dataclass
+class VerifyReport:
+    """``problems`` is empty for a sound store; ``max_error`` is the worst recomputed difference."""
+
+    chunks_read: int = 0
+    segments_recomputed: int = 0
+    max_error: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        lines = [f"chunks read {self.chunks_read}, segments recomputed {self.segments_recomputed}, "
+                 f"max abs difference {self.max_error:.3g}"]
+        lines += [f"PROBLEM: {p}" for p in self.problems] or ["OK"]
+        return "\n".join(lines)
+
+
+def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyReport:
+    """Check a store.
+
+    Args:
+        path: the store.
+        bilm: the model it was built with; default: the options/weights paths in its manifest.
+        sample: segments to recompute (spread evenly over the store); 0 skips recomputing.
+    """
+    report = VerifyReport()
+    with open_cache(path) as cache:
+        _read_all(cache, report)
+        _check_counts(cache, report)
+        if sample and not report.problems:
+            _recompute(cache, bilm, sample, report)
+    return report
+
+
+def _read_all(cache: EmbeddingCache, report: VerifyReport) -> None:
+    store = cache.store
+    for name in sorted(store.names()):
+        step = store.chunk_rows(name)
+        for start in range(0, store.length(name), step):
+            try:
+                store.read(name, start, start + step)
+            except CorruptStoreError as e:
+                report.problems.append(str(e))
+            report.chunks_read += 1
+
+
+def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:
+    store, counts = cache.store, cache.manifest["counts"]
+    n_types = store.length("type_offsets") - 1
+    expected = {"vectors": counts["tokens"], "token_row": counts["tokens"], "token_spans": counts["tokens"],
+                "segment_offsets": counts["segments"] + 1, "segment_hash": counts["segments"],
+                "doc_offsets": counts["documents"] + 1, "doc_id_offsets": counts["documents"] + 1,
+                "entry_field": counts["entries"], "entry_segment": counts["entries"],
+                "type_offsets": counts["distinct_tokens"] + 1}
+    if cache.spec.keeps_token_layer:
+        expected["token_layer"] = n_types
+    for name, n in expected.items():
+        if store.length(name) != n:
+            report.problems.append(f"{name} has {store.length(name)} rows, the manifest says {n}")
+    if not report.problems and int(store.read("segment_offsets", counts["segments"])[0]) != counts["tokens"]:
+        report.problems.append("segment_offsets do not end at the token count")
+
+
+def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: VerifyReport) -> None:
+    model = cache.manifest["model"]
+    if bilm is None:
+        if not model["options"] or not model["weights"]:
+            report.problems.append("cannot recompute: the manifest records no model files; pass "
+                                   "--options and --weights")
+            return
+        bilm = load_bilm(model["options"], model["weights"])
+    if model_fingerprint(bilm) != model["fingerprint"]:
+        report.problems.append("the model given is not the one the store was built with (fingerprint differs)")
+        return
+    spec, dtype = cache.spec, cache.manifest["dtype"]
+    max_tokens = cache.manifest["batching"]["max_tokens"]
+    n = cache.n_segments
+    for s in sorted({int(i) for i in np.linspace(0, n - 1, min(sample, n))}) if n else []:
+        view = cache.segment_tokens(s)
+        pieces = split_long(Tokenized(view.tokens, [tuple(x) for x in view.spans.tolist()]), max_tokens)
+        parts = []
+        with torch.inference_mode():
+            for piece in pieces:
+                out = bilm.embed([piece.tokens])
+                if spec.mix is not None:
+                    parts.append(spec.apply(out.layers)[0, :, 0])  # (n_tokens, dim)
+                else:
+                    parts.append(out.layers[list(spec.layers), 0])  # (n_layers_kept, n_tokens, dim)
+        expected = torch.cat(parts, dim=-2).to(getattr(torch, dtype)).float().numpy()
+        stored = cache.segment_vectors(s).astype(np.float32)
+        error = float(np.abs(stored - expected).max()) if stored.size else 0.0
+        report.max_error = max(report.max_error, error)
+        report.segments_recomputed += 1
+        limit = TOLERANCE[dtype] + (1e-2 * np.abs(expected).max() if dtype == "float16" and stored.size else 0)
+        if error > limit:
+            report.problems.append(f"segment {s}: recomputed vectors differ by {error:.3g} (limit {limit:.3g})")

@@ -1,0 +1,159 @@
+"""Stores that must not be read silently: corrupted chunks, foreign or incomplete stores;
+an interrupted run (SIGKILL) resumes to exactly the store of an uninterrupted run; verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cache_builder import open_cache
+from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.layers import LayerSpec
+from cache_builder.store import CorruptStoreError, StoreError, open_reader
+from cache_builder.verify import verify
+from tests.cache_models import load, save_tiny_model
+from tests.test_inputs import write_lines
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+def corpus(path: Path, n: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(300)]
+    return write_lines(path, [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) + " ."
+                              for _ in range(n)])
+
+
+def build(text: Path, store: Path, files, **settings) -> dict:
+    return precompute(str(text), str(store), load(files),
+                      PrecomputeSettings(LayerSpec((0, 1, 2)), tokenizer="whitespace", **settings),
+                      model_files=tuple(map(str, files)), progress=False)
+
+
+def test_corrupted_zarr_chunk_is_detected(tmp_path: Path, model_files):
+    store = tmp_path / "s.zarr"
+    build(corpus(tmp_path / "in.txt", 50), store, model_files, dtype="float32")
+    assert verify(str(store)).ok
+    shard = store / "vectors" / "c" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with open_cache(str(store)) as cache, pytest.raises(CorruptStoreError, match="vectors"):
+        for doc_id in cache:
+            cache.lookup(doc_id)
+    report = verify(str(store))
+    assert not report.ok and "vectors" in report.problems[0]
+
+
+def test_corrupted_hdf5_chunk_is_detected(tmp_path: Path, model_files):
+    store = tmp_path / "s.h5"
+    build(corpus(tmp_path / "in.txt", 50), store, model_files, dtype="float32")
+    with h5py.File(store) as f:
+        info = f["vectors"].id.get_chunk_info(0)
+    with open(store, "r+b") as f:
+        f.seek(info.byte_offset + info.size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with open_cache(str(store)) as cache, pytest.raises(CorruptStoreError, match="vectors"):
+        cache.lookup("0")
+
+
+def test_foreign_and_missing_stores_are_refused(tmp_path: Path):
+    with pytest.raises(StoreError, match="no such store"):
+        open_cache(str(tmp_path / "nothing.zarr"))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(StoreError, match="not an elmo-cache store"):
+        open_cache(str(tmp_path / "notes.txt"))
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(StoreError, match="not an elmo-cache store"):
+        open_cache(str(tmp_path / "other.h5"))
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["manifest"] = {"format": "something"}
+    with pytest.raises(StoreError, match="not an elmo-cache store"):
+        open_cache(str(tmp_path / "other.zarr"))
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(StoreError, match="not an elmo-cache store"):
+        open_cache(str(tmp_path / "dir"))
+
+
+def test_store_of_other_data_is_not_overwritten(tmp_path: Path, model_files):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(StoreError, match="not an elmo-cache store"):
+        build(corpus(tmp_path / "in.txt", 3), tmp_path / "other.h5", model_files)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, str(REPO / "cli.py"), *args]
+
+
+def _windows_done(store: Path) -> int:
+    """Windows committed so far, read from the Zarr metadata (HDF5 runs build a Zarr staging store)."""
+    try:
+        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+    return attrs.get("progress", {}).get("windows_done", 0)
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_killed_run_resumes_to_exactly_the_uninterrupted_store(tmp_path: Path, model_files, suffix: str):
+    text = corpus(tmp_path / "in.txt", 1500)
+    options, weights = map(str, model_files)
+    args = ["precompute", str(text), "--tokenizer", "whitespace", "--window-tokens", "1000", "-q",
+            "--options", options, "--weights", weights]
+    subprocess.run(_cli(*args, "-o", str(tmp_path / f"clean{suffix}")), check=True, cwd=REPO)
+
+    killed = tmp_path / f"killed{suffix}"
+    progress = killed if suffix == ".zarr" else tmp_path / f"killed{suffix}.partial.zarr"
+    proc = subprocess.Popen(_cli(*args, "-o", str(killed)), cwd=REPO)
+    deadline = time.time() + 120
+    while _windows_done(progress) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run was killed, not finished"
+    with pytest.raises(StoreError, match="incomplete" if suffix == ".zarr" else "no such store"):
+        open_cache(str(killed))
+    with pytest.raises(subprocess.CalledProcessError):  # other arguments do not touch it
+        subprocess.run(_cli(*args, "-o", str(killed), "--dtype", "float32"), check=True, cwd=REPO,
+                       capture_output=True)
+    subprocess.run(_cli(*args, "-o", str(killed)), check=True, cwd=REPO)
+
+    assert not progress.exists() or suffix == ".zarr"
+    clean, resumed = open_reader(str(tmp_path / f"clean{suffix}")), open_reader(str(killed))
+    assert resumed.get_attr("manifest") == clean.get_attr("manifest")
+    assert resumed.get_attr("progress") is None
+    assert resumed.names() == clean.names()
+    for name in clean.names():
+        assert resumed.read(name).tobytes() == clean.read(name).tobytes(), name
+
+
+def test_verify_recomputes_with_the_recorded_model(tmp_path: Path, model_files):
+    store = tmp_path / "s.zarr"
+    build(corpus(tmp_path / "in.txt", 40), store, model_files, max_tokens=10)
+    report = verify(str(store), sample=8)
+    assert report.ok and report.segments_recomputed == 8 and report.chunks_read > 10
+    other = save_tiny_model(tmp_path / "other", seed=1)
+    report = verify(str(store), load(other))
+    assert not report.ok and "fingerprint" in report.problems[0]
+    out = subprocess.run(_cli("verify", str(store)), cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and "OK" in out.stdout
