@@ -41,7 +41,7 @@ from cache_builder.store import hdf5_store, zarr_store
 from cache_builder.store.layout import (FORMAT_NAME, FORMAT_VERSION, OFFSET_ARRAYS, array_specs,
                                         bytes_per_token_estimate, chunk_rows, decode_strings,
                                         encode_strings)
-from cache_builder.tokenize import Tokenizer, get_tokenizer, split_long, tokenize_field
+from cache_builder.tokenize import Tokenized, Tokenizer, get_tokenizer, split_long, tokenize_field
 from elmo import BiLM
 from elmo.runtime import resolve_device
 from elmo.weights import model_fingerprint
@@ -116,13 +116,19 @@ class Window:
 def windows(records: Iterable[Record], tokenizer: Tokenizer, max_tokens: int,
             window_tokens: int) -> Iterator[Window]:
     """Tokenize and dedup ``records``; cut into windows of about ``window_tokens`` new tokens."""
+
+    def tokenize(text: str | list[str]) -> tuple[Tokenized, bytes]:
+        doc = tokenize_field(text, tokenizer)
+        return doc, content_hash(doc.tokens, doc.spans)
+
+    # A SQuAD context comes once per question, in a row: tokenize each raw text once.
+    tokenize_text = functools.lru_cache(maxsize=256)(tokenize)
     seen: set[bytes] = set()
     window = Window(0)
     for record in records:
         entries = []
         for name, text in record.fields.items():
-            doc = tokenize_field(text, tokenizer)
-            key = content_hash(doc.tokens, doc.spans)
+            doc, key = tokenize_text(text) if isinstance(text, str) else tokenize(text)
             window.n_tokens_in += len(doc.tokens)
             if key not in seen:
                 seen.add(key)
