@@ -125,6 +125,23 @@ def test_long_document_is_split_and_stored_contiguously(tmp_path: Path, model_fi
     np.testing.assert_allclose(vectors[:, :48], first, atol=2e-3, rtol=1e-2)
 
 
+def test_10000_token_document_and_200_character_token_lose_nothing(tmp_path: Path, model_files):
+    """A huge document runs in default-size pieces (no memory blow-up, no truncation); a
+    200-character token is stored whole (the model reads its first 48 bytes)."""
+    giant = "x" * 200
+    sentences = [" ".join(f"t{i}_{j}" for j in range(19)) + " ." for i in range(500)]  # 10,000 tokens
+    jsonl = write_lines(tmp_path / "in.jsonl", [{"id": "huge", "text": " ".join(sentences)},
+                                                {"id": "long-token", "text": f"a {giant} b ."}])
+    run(jsonl, tmp_path / "s.zarr", model_files, tokenizer="whitespace")
+    cache = open_cache(str(tmp_path / "s.zarr"))
+    assert cache.lookup("huge").shape == (3, 10_000, 16)
+    assert cache.tokens("huge").tokens == " ".join(sentences).split()
+    view = cache.tokens("long-token")
+    assert view.tokens == ["a", giant, "b", "."] and tuple(view.spans[1]) == (2, 202)
+    expected = load(model_files).embed([["a", giant, "b", "."]]).layers[:, 0].numpy()
+    np.testing.assert_allclose(cache.lookup("long-token"), expected, atol=2e-3, rtol=1e-2)
+
+
 def test_layer_subset_and_mix_stores(tmp_path: Path, model_files):
     text = write_lines(tmp_path / "in.txt", ["the cat sat .", "a dog ran away ."])
     full = run(text, tmp_path / "full.zarr", model_files, tokenizer="whitespace", dtype="float32")
