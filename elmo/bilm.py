@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from elmo.char_cnn import CharCNN
 from elmo.chars import BOS_TOKEN, EOS_TOKEN
-from elmo.lstm import BiLstm, LstmState
+from elmo.lstm import BiLstm, BiLstmLayer, LstmState
 from elmo.options import BiLMOptions
 
 
@@ -266,27 +266,28 @@ class BiLM(nn.Module):
     def _initial_states(self, packing: Packing) -> list[LstmState] | None:
         if not self.stateful or self._states is None:
             return None
-        n = len(packing.order)
-        states = []
-        for layer, kept in zip(self.lstm.layers, self._states):
-            state = layer.zero_state(max(n, kept.h.shape[1]))
-            state.h[:, : kept.h.shape[1]] = kept.h
-            state.c[:, : kept.c.shape[1]] = kept.c
-            states.append(LstmState(state.h[:, packing.order], state.c[:, packing.order]))
-        return states
+        states = [_carried(layer, kept, len(packing.order)) for layer, kept in zip(self.lstm.layers, self._states)]
+        return [LstmState(s.h[:, packing.order], s.c[:, packing.order]) for s in states]
 
     def _keep_states(self, finals: list[LstmState], packing: Packing) -> None:
         """Store final states by batch row; rows beyond this batch keep what they had."""
-        n = len(packing.order)
-        kept = []
-        for k, (layer, final) in enumerate(zip(self.lstm.layers, finals)):
-            previous = self._states[k] if self._states else layer.zero_state(n)
-            h = previous.h.detach().clone() if previous.h.shape[1] > n else final.h.new_empty(final.h.shape)
-            c = previous.c.detach().clone() if previous.c.shape[1] > n else final.c.new_empty(final.c.shape)
-            h[:, packing.order] = final.h.detach()
-            c[:, packing.order] = final.c.detach()
-            kept.append(LstmState(h, c))
-        self._states = kept
+        previous = self._states or [None] * len(finals)
+        self._states = []
+        for layer, kept, final in zip(self.lstm.layers, previous, finals):
+            state = _carried(layer, kept, len(packing.order))
+            state.h[:, packing.order] = final.h.detach()  # packed row i is batch row order[i]
+            state.c[:, packing.order] = final.c.detach()
+            self._states.append(state)
+
+
+def _carried(layer: BiLstmLayer, kept: LstmState | None, rows: int) -> LstmState:
+    """A fresh state of at least ``rows`` rows: the ``kept`` rows first, zeros after."""
+    n_kept = kept.h.shape[1] if kept is not None else 0
+    state = layer.zero_state(max(rows, n_kept))
+    if kept is not None:
+        state.h[:, :n_kept] = kept.h
+        state.c[:, :n_kept] = kept.c
+    return state
 
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"

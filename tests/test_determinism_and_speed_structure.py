@@ -152,3 +152,15 @@ def test_token_vectors_are_bitwise_independent_of_the_other_types_in_the_call():
             for start in range(0, 60, size):
                 alone = cnn(cnn.type_inputs(types[start : start + size]))
                 assert torch.equal(alone, together[start : start + size])
+
+
+def test_stateful_rows_beyond_a_smaller_batch_keep_their_state():
+    first, small, third = random_sentences(3, 40), random_sentences(1, 41), random_sentences(3, 42)
+    with_small, without = tiny_bilm(), tiny_bilm()
+    with_small.stateful = without.stateful = True
+    for batch in (first, small):
+        with_small.embed(batch)
+    without.embed(first)
+    a, b = with_small.embed(third).layers, without.embed(third).layers
+    torch.testing.assert_close(a[:, 1:], b[:, 1:], rtol=0, atol=1e-6)  # rows 1, 2 skipped the small batch
+    assert not torch.allclose(a[:, 0], b[:, 0])  # row 0 continued from it
