@@ -323,8 +323,7 @@ def embed_windows(source: Iterable[Window], bilm: BiLM, settings: PrecomputeSett
             for batch in length_batches(pieces, [len(p[2]) for p in pieces], settings.batch_tokens):
                 prepared = bilm.prepare([p[2] for p in batch])
                 if cuda:
-                    prepared = type(prepared)(*(t.pin_memory() for t in
-                                                (prepared.type_inputs, prepared.type_index, prepared.lengths)))
+                    prepared = prepared.pin_memory()
                 to_model.put((window, [(s, start, len(p)) for s, start, p in batch], prepared))
             to_model.put((window, None, None))
         to_model.put(_END)

@@ -15,7 +15,7 @@ another model family's encoder): anything with ``type_inputs(types)`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -51,7 +51,8 @@ class TokenBatch:
         type_inputs: encoder input per distinct type (for the char CNN: ``(n_types, 50)`` ids).
         type_index: ``(batch, time + 2)`` int64 type of each position, ``<S>`` and ``</S>``
             included; positions past a sentence's ``</S>`` are 0 and never read.
-        lengths: ``(batch,)`` int64 sentence lengths *with* the two boundary tokens.
+        lengths: ``(batch,)`` int64 sentence lengths *with* the two boundary tokens. Always on
+            the CPU: the packing is planned there, so a GPU run never waits to read them back.
     """
 
     types: list[str]
@@ -60,8 +61,15 @@ class TokenBatch:
     lengths: Tensor
 
     def to(self, device: torch.device | str) -> TokenBatch:
-        return TokenBatch(self.types, *(t.to(device, non_blocking=True) for t in
-                                        (self.type_inputs, self.type_index, self.lengths)))
+        """The device tensors moved to ``device`` (asynchronously when they are pinned)."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> TokenBatch:
+        """The device tensors in page-locked memory, for asynchronous copies to a GPU."""
+        return self._map(Tensor.pin_memory)
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> TokenBatch:
+        return TokenBatch(self.types, fn(self.type_inputs), fn(self.type_index), self.lengths)
 
 
 @dataclass
@@ -97,9 +105,14 @@ class Packing:
     order: Tensor
 
 
-def pack(lengths: Tensor, time: int) -> Packing:
-    """Packing of a padded ``(batch, time)`` batch whose row b has ``lengths[b]`` positions."""
-    lens = lengths.cpu().numpy()
+def pack(lengths: Tensor, time: int, device: torch.device | str = "cpu") -> Packing:
+    """Packing of a padded ``(batch, time)`` batch whose row b has ``lengths[b]`` positions.
+
+    Args:
+        lengths: ``(batch,)`` on the CPU.
+        device: where the index tensors go (the batch's device).
+    """
+    lens = lengths.numpy()
     order = np.argsort(-lens, kind="stable")
     sorted_lens = lens[order]
     steps = np.arange(time)[:, None]  # (time, 1)
@@ -108,9 +121,9 @@ def pack(lengths: Tensor, time: int) -> Packing:
     backward = order[None, :] * time + (sorted_lens[None, :] - 1 - steps)
     index = np.stack([forward[running], backward[running]])
     return Packing(
-        index=torch.from_numpy(index).to(lengths.device),
+        index=torch.from_numpy(index).to(device),
         batch_sizes=running.sum(axis=1)[running.any(axis=1)].tolist(),
-        order=torch.from_numpy(order).to(lengths.device),
+        order=torch.from_numpy(order).to(device),
     )
 
 
@@ -221,7 +234,7 @@ class BiLM(nn.Module):
         else:
             type_vectors = self.token_encoder(batch.type_inputs)  # (n_types, proj)
         n_batch, time = batch.type_index.shape
-        packing = pack(batch.lengths, time)
+        packing = pack(batch.lengths, time, batch.type_index.device)
         flat_types = batch.type_index.reshape(-1)
         x = type_vectors[flat_types[packing.index]]  # (2, n_packed, proj)
         outputs, finals = self.lstm(x, packing.batch_sizes, self._initial_states(packing))
@@ -237,7 +250,7 @@ class BiLM(nn.Module):
             layers.append(torch.cat([padded[0], padded[1]], dim=-1).view(n_batch, time, 2 * proj))
 
         # Strip <S> and </S>: real token j of row b sits at position j + 1.
-        mask = torch.arange(time - 2, device=batch.lengths.device) < (batch.lengths - 2)[:, None]
+        mask = (torch.arange(time - 2) < (batch.lengths - 2)[:, None]).to(packing.index.device)
         stacked = torch.stack(layers)[:, :, 1 : time - 1] * mask[None, :, :, None]
         return BiLMOutput(layers=stacked, mask=mask, token_layer=type_vectors)
 

@@ -6,7 +6,8 @@ token type: callers pass a table of types ``(n_types, max_characters)`` and gath
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,18 @@ _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 # multiple of their block; padding every call to whole blocks makes a type's vector bitwise
 # independent of how many other types share the call (memoized vectors, resumed runs).
 ROW_BLOCK = 32
+
+
+@contextmanager
+def _ieee_float32_convolutions() -> Iterator[None]:
+    """cuDNN runs float32 convolutions in TF32 by default (about 1e-3 relative error), which
+    would break float32 agreement with the published outputs; matmuls default to IEEE already."""
+    allowed = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = allowed
 
 
 class Highway(nn.Module):
@@ -97,7 +110,8 @@ class CharCNN(nn.Module):
         x = F.embedding(char_ids, table).transpose(1, 2)  # (n_types, embedding_dim, chars)
         # Max-pool before the activation: both activations are monotonic, so this is exact and
         # applies the nonlinearity to (n_types, n) instead of (n_types, n, positions).
-        pooled = [conv(x).amax(dim=-1) for conv in self.convs]
+        with _ieee_float32_convolutions():
+            pooled = [conv(x).amax(dim=-1) for conv in self.convs]
         h = self._activation(torch.cat(pooled, dim=-1))  # (n_types, n_filters)
         return self.projection(self.highway(h))[:n_types]
 

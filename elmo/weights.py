@@ -34,6 +34,11 @@ class WeightEntry:
     write: Callable[[np.ndarray], None]  # file layout → our parameters
 
 
+def _host_float32(tensor: torch.Tensor) -> np.ndarray:
+    """A parameter as a float32 array, whatever its device and precision (numpy has no bfloat16)."""
+    return tensor.detach().to("cpu", torch.float32).numpy()
+
+
 def _tensor_entry(name: str, tensor: torch.Tensor, to_file: Callable[[np.ndarray], np.ndarray] = lambda a: a,
                   from_file: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> WeightEntry:
     """An entry stored in ``tensor`` (a parameter or a view of one), with layout conversions."""
@@ -43,7 +48,7 @@ def _tensor_entry(name: str, tensor: torch.Tensor, to_file: Callable[[np.ndarray
         with torch.no_grad():
             tensor.copy_(torch.from_numpy(np.ascontiguousarray(from_file(array))))
 
-    return WeightEntry(name, tuple(file_shape), lambda: to_file(tensor.detach().cpu().numpy()), write)
+    return WeightEntry(name, tuple(file_shape), lambda: to_file(_host_float32(tensor)), write)
 
 
 def _lstm_w0_entry(name: str, w_input: torch.Tensor, w_state: torch.Tensor) -> WeightEntry:
@@ -56,7 +61,7 @@ def _lstm_w0_entry(name: str, w_input: torch.Tensor, w_state: torch.Tensor) -> W
             w_state.copy_(torch.from_numpy(array[n_in:]))
 
     def read() -> np.ndarray:
-        return np.concatenate([w_input.detach().cpu().numpy(), w_state.detach().cpu().numpy()])
+        return np.concatenate([_host_float32(w_input), _host_float32(w_state)])
 
     return WeightEntry(name, (n_in + w_state.shape[0], w_input.shape[1]), read, write)
 

@@ -117,6 +117,18 @@ def test_gpu_half_precision_is_close_to_float32(dtype):
     assert (half - reference).abs().max() < 0.1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pinned_batch_on_gpu_gives_the_cpu_outputs():
+    bilm = tiny_bilm()
+    batch = random_sentences(8, 3)
+    reference = bilm.embed(batch)
+    bilm.to("cuda")
+    with torch.inference_mode():
+        out = bilm(bilm.prepare(batch).pin_memory().to("cuda"))
+    torch.testing.assert_close(out.layers.cpu(), reference.layers, rtol=0, atol=1e-5)
+    assert torch.equal(out.mask.cpu(), reference.mask)
+
+
 def test_type_memo_gives_the_unmemoized_vectors_and_forgets_on_weight_change():
     memo, plain = tiny_bilm(), tiny_bilm()
     plain.type_memo = None

@@ -25,7 +25,7 @@ def max_error_against_reference(bilm, fixture, sentences, batches) -> float:
     worst = 0.0
     for i in batches:
         batch = [sentences[k][i] for k in range(3)]
-        top = bilm.embed(batch).layers[-1].numpy()
+        top = bilm.embed(batch).layers[-1].cpu().numpy()
         for k, sentence in enumerate(batch):
             worst = max(worst, float(np.abs(top[k, : len(sentence)] - expected_top_layer(fixture, k, i)).max()))
     return worst
@@ -39,6 +39,13 @@ def test_stateless_batch_0_matches_reference(elmo_fixture, fixture_sentences):
 def test_stateful_batches_0_to_9_match_reference(elmo_fixture, fixture_sentences):
     bilm = load_bilm(elmo_fixture / "options.json", elmo_fixture / "lm_weights.hdf5", stateful=True)
     assert max_error_against_reference(bilm, elmo_fixture, fixture_sentences, range(10)) < TOLERANCE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_float32_stateful_batches_match_reference(elmo_fixture, fixture_sentences):
+    """float32 on a GPU is IEEE float32 (no TF32 anywhere); only the summation order differs."""
+    bilm = load_bilm(elmo_fixture / "options.json", elmo_fixture / "lm_weights.hdf5", stateful=True, device="cuda")
+    assert max_error_against_reference(bilm, elmo_fixture, fixture_sentences, range(10)) < 1e-5
 
 
 def test_stateless_differs_from_reference_after_batch_0(elmo_fixture, fixture_sentences):
