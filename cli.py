@@ -23,12 +23,18 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 
+def _add_compute_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="model precision: float32 (default, matches the published outputs); "
+                        "bfloat16 on a GPU or a CPU with bf16 instructions; float16 on a GPU")
+
+
 def _run_embed(args: argparse.Namespace) -> int:
     from elmo.runtime import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     bilm, _ = _load_model(args)
-    bilm = bilm.to(device, resolve_dtype(args.dtype, device))
+    bilm = bilm.to(device, resolve_dtype(args.compute_dtype, device))
     stream = open(args.input, encoding="utf-8") if args.input != "-" else sys.stdin
     with stream:
         batch: list[list[str]] = []
@@ -62,7 +68,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="the model's weights.hdf5 (default: the bundled default model)")
     p.add_argument("--batch-size", type=int, default=64)
     _add_device(p)
-    p.add_argument("--dtype", default="float32", help="float32 (default); float16/bfloat16 on a GPU")
+    _add_compute_dtype(p)
     p.set_defaults(run=_run_embed)
 
 
@@ -178,9 +184,9 @@ def _run_precompute(args: argparse.Namespace) -> int:
     spec = parse_layer_spec(bilm.options.lstm.n_layers + 1, layers=args.layers, mix=args.mix,
                             mix_logits=args.mix_logits, gamma=args.gamma)
     settings = PrecomputeSettings(
-        layers=spec, dtype=args.dtype, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
-        batch_tokens=args.batch_tokens, window_tokens=args.window_tokens, input_format=args.input_format,
-        id_field=args.id_field,
+        layers=spec, dtype=args.dtype, compute_dtype=args.compute_dtype, tokenizer=args.tokenizer,
+        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, window_tokens=args.window_tokens,
+        input_format=args.input_format, id_field=args.id_field,
         fields=tuple(args.fields.split(",")) if args.fields else None, on_error=args.on_error)
     if args.dry_run:
         print(dry_run(args.input, bilm, settings).format())
@@ -218,7 +224,8 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
     p.add_argument("--window-tokens", type=int, default=1 << 15,
                    help="new tokens per window: the unit of length bucketing, writing and resume")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    _add_device(p)
+    _add_compute_dtype(p)
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="bad records stop the run (default) or go to the rejects file")
     p.add_argument("--rejects", help="rejects file for --on-error skip (default INPUT.rejects.jsonl)")

@@ -10,6 +10,7 @@ Ratios come from runs made one after the other in one invocation of this script.
 
     python benchmarks/bilm_throughput.py                      # CPU: fixture, small, full
     python benchmarks/bilm_throughput.py --models small --batches 8
+    python benchmarks/bilm_throughput.py --cpu-dtypes float32,bfloat16   # also ours in bfloat16
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def baseline_forward(bilm: BiLM, sentences: list[list[str]]) -> torch.Tensor:
 
 
 def run_one(model: str, impl: str, n_batches: int, batch_size: int, device: str, dtype: str) -> dict:
-    """Time one implementation in this process; returns tokens/s and peak RSS."""
+    """Time one implementation in this process; returns tokens/s, peak RSS and peak GPU memory."""
     torch.manual_seed(0)
     bilm = BiLM(model_options(model)).eval().to(device, getattr(torch, dtype))
     batches = make_batches(n_batches + 1, batch_size)
@@ -142,7 +143,8 @@ def run_one(model: str, impl: str, n_batches: int, batch_size: int, device: str,
         seconds = time.perf_counter() - start
     return {"model": model, "impl": impl, "device": device, "dtype": dtype, "tokens": n_tokens,
             "seconds": seconds, "tokens_per_s": n_tokens / seconds,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0}
 
 
 def max_error(model: str, device: str, dtype: str, reference_impl: str = "ours") -> float:
@@ -168,7 +170,11 @@ def main() -> None:
     parser.add_argument("--models", default="fixture,small,full")
     parser.add_argument("--batches", type=int, default=0, help="timed batches per run (default: by model)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--gpu-batch-size", type=int, default=1024)
+    parser.add_argument("--gpu-batch-size", type=int, default=4096,
+                        help="sentences per GPU batch (large: each LSTM step is one launch-bound kernel chain)")
+    parser.add_argument("--cpu-dtypes", default="float32",
+                        help="precisions of ours on the CPU, e.g. float32,bfloat16 (bfloat16 pays off "
+                             "on CPUs with bf16 instructions)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--worker", nargs=6, metavar=("MODEL", "IMPL", "BATCHES", "SIZE", "DEVICE", "DTYPE"),
                         help=argparse.SUPPRESS)
@@ -194,12 +200,20 @@ def main() -> None:
               f"ours {ours['tokens_per_s']:9.0f} tok/s {ours['peak_rss_gb']:5.2f} GB | "
               f"speed-up {ours['tokens_per_s'] / base['tokens_per_s']:5.1f}x, "
               f"memory {ours['peak_rss_gb'] / base['peak_rss_gb']:.2f}x (outputs agree to {check:.1e})")
+        for dtype in args.cpu_dtypes.split(","):
+            if dtype == "float32":
+                continue
+            half = in_subprocess(*threads, "--worker", model, "ours", n, str(args.batch_size), "cpu", dtype)
+            print(f"cpu  {model:8s} {dtype:8s} ours {half['tokens_per_s']:9.0f} tok/s "
+                  f"{half['peak_rss_gb']:5.2f} GB | {half['tokens_per_s'] / ours['tokens_per_s']:.2f}x float32, "
+                  f"max abs error vs float32 {max_error(model, 'cpu', dtype):.2e}")
         if torch.cuda.is_available():
             for dtype in ("float32", "float16", "bfloat16"):
                 gpu = in_subprocess("--worker", model, "ours", n, str(args.gpu_batch_size), "cuda", dtype)
                 err = max_error(model, "cuda", dtype)
                 print(f"cuda {model:8s} {dtype:8s} ours {gpu['tokens_per_s']:11.0f} tok/s "
-                      f"(batch {args.gpu_batch_size}), max abs error vs float32 CPU {err:.2e}")
+                      f"{gpu['peak_gpu_gb']:6.2f} GB GPU (batch {args.gpu_batch_size}), "
+                      f"max abs error vs float32 CPU {err:.2e}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from cache_builder.store.layout import (FORMAT_NAME, FORMAT_VERSION, OFFSET_ARRA
                                         encode_strings)
 from cache_builder.tokenize import Tokenized, Tokenizer, get_tokenizer, split_long, tokenize_field
 from elmo import BiLM
-from elmo.runtime import resolve_device
+from elmo.runtime import DTYPES, resolve_device, resolve_dtype
 from elmo.weights import model_fingerprint
 
 STORE_DTYPES = ("float16", "float32")
@@ -62,6 +62,7 @@ class PrecomputeSettings:
     Attributes:
         layers: kept layers or the fixed mix.
         dtype: "float16" or "float32" for stored vectors.
+        compute_dtype: the model's precision while it runs ("float32", "bfloat16", "float16").
         tokenizer: a name for :func:`cache_builder.tokenize.get_tokenizer`.
         max_tokens: longer texts are split on sentence boundaries into pieces of at most this.
         batch_tokens: padded tokens per model batch.
@@ -71,6 +72,7 @@ class PrecomputeSettings:
 
     layers: LayerSpec
     dtype: str = "float16"
+    compute_dtype: str = "float32"
     tokenizer: str = "auto"
     max_tokens: int = 512
     batch_tokens: int = 4096
@@ -83,6 +85,8 @@ class PrecomputeSettings:
     def __post_init__(self) -> None:
         if self.dtype not in STORE_DTYPES:
             raise ValueError(f"--dtype {self.dtype}: a store holds one of {STORE_DTYPES}")
+        if self.compute_dtype not in DTYPES:
+            raise ValueError(f"--compute-dtype {self.compute_dtype}: choose one of {sorted(DTYPES)}")
         if self.max_tokens < 1 or self.batch_tokens < 1 or self.window_tokens < 1:
             raise ValueError("--max-tokens and --batch-tokens must be positive")
 
@@ -420,7 +424,8 @@ def run_identity(manifest_like: dict[str, Any]) -> dict[str, Any]:
     """The parts of a manifest that decide a store's content: equal identities resume/skip."""
     source = {k: v for k, v in manifest_like["input"].items() if k != "name"}  # renaming is harmless
     return {"model": manifest_like["model"]["fingerprint"], "layers": manifest_like["layers"],
-            "dtype": manifest_like["dtype"], "tokenizer": manifest_like["tokenizer"], "input": source,
+            "dtype": manifest_like["dtype"], "compute_dtype": manifest_like.get("compute_dtype", "float32"),
+            "tokenizer": manifest_like["tokenizer"], "input": source,
             "batching": manifest_like["batching"], "backend": manifest_like["backend"]["format"]}
 
 
@@ -439,6 +444,7 @@ def _manifest_head(input_path: str, bilm: BiLM, settings: PrecomputeSettings, to
                   "projection_dim": bilm.options.lstm.projection_dim},
         "layers": settings.layers.to_manifest(),
         "dtype": settings.dtype,
+        "compute_dtype": settings.compute_dtype,
         "tokenizer": {"name": tokenizer.name, "settings": tokenizer.settings()},
         "input": {"name": os.path.basename(str(input_path)), "fingerprint": input_fingerprint(input_path),
                   "format": settings.input_format, "id_field": settings.id_field,
@@ -462,7 +468,8 @@ def precompute(input_path: str, store_path: str, bilm: BiLM, settings: Precomput
     """Embed every record of ``input_path`` and write a complete store at ``store_path``.
 
     Args:
-        bilm: the model; moved to ``device``.
+        bilm: the model, float32 as loaded; moved to ``device`` and cast to
+            ``settings.compute_dtype`` in place (as ``nn.Module.to`` does).
         device: "cpu", "cuda", "cuda:N"; default a GPU when present.
         format: "zarr" or "hdf5"; default from the path (``.h5``/``.hdf5`` → HDF5).
         overwrite: replace a store written with other settings (else refuse).
@@ -478,10 +485,11 @@ def precompute(input_path: str, store_path: str, bilm: BiLM, settings: Precomput
             something that is not a store.
     """
     dev = resolve_device(device)
-    bilm = bilm.to(dev).eval()
+    compute_dtype = resolve_dtype(settings.compute_dtype, dev)
     tokenizer = get_tokenizer(settings.tokenizer)
     fmt = store_format(store_path, format)
-    head = _manifest_head(input_path, bilm, settings, tokenizer, fmt, model_files)
+    head = _manifest_head(input_path, bilm, settings, tokenizer, fmt, model_files)  # weights as given
+    bilm = bilm.to(dev, compute_dtype).eval()
     identity = run_identity(head)
     build = functools.partial(_build, input_path, bilm, settings, tokenizer, head, identity, dev,
                               rejects_path=rejects_path, progress=progress)

@@ -13,7 +13,11 @@ from cache_builder.tokenize import Tokenized, split_long
 from elmo import BiLM, load_bilm
 from elmo.weights import model_fingerprint
 
-TOLERANCE = {"float32": 1e-5, "float16": 2e-3}  # absolute, besides float16's relative 1e-2
+# A recomputed (float32, CPU) segment may differ from the stored one by an absolute error for
+# the stored dtype, plus a share of its largest value for each reduced precision involved: the
+# store's float16, and the run's bfloat16 or float16 compute.
+ABSOLUTE_TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
+RELATIVE_TOLERANCE = {"float32": 0.0, "float16": 1e-2, "bfloat16": 5e-2}
 
 
 @dataclass
@@ -94,6 +98,7 @@ def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: Ve
         report.problems.append("the model given is not the one the store was built with (fingerprint differs)")
         return
     spec, dtype = cache.spec, cache.manifest["dtype"]
+    relative = RELATIVE_TOLERANCE[dtype] + RELATIVE_TOLERANCE[cache.manifest.get("compute_dtype", "float32")]
     max_tokens = cache.manifest["batching"]["max_tokens"]
     n = cache.n_segments
     for s in sorted({int(i) for i in np.linspace(0, n - 1, min(sample, n))}) if n else []:
@@ -112,6 +117,6 @@ def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: Ve
         error = float(np.abs(stored - expected).max()) if stored.size else 0.0
         report.max_error = max(report.max_error, error)
         report.segments_recomputed += 1
-        limit = TOLERANCE[dtype] + (1e-2 * np.abs(expected).max() if dtype == "float16" and stored.size else 0)
+        limit = ABSOLUTE_TOLERANCE[dtype] + (relative * np.abs(expected).max() if stored.size else 0)
         if error > limit:
             report.problems.append(f"segment {s}: recomputed vectors differ by {error:.3g} (limit {limit:.3g})")

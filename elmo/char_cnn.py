@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +23,8 @@ _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 # multiple of their block; padding every call to whole blocks makes a type's vector bitwise
 # independent of how many other types share the call (memoized vectors, resumed runs).
 ROW_BLOCK = 32
+# Character columns a type is cut to come in multiples of this (see CharCNN._column_groups).
+COLUMN_STEP = 8
 
 
 @contextmanager
@@ -101,28 +104,40 @@ class CharCNN(nn.Module):
             ``(n_types, output_dim)`` token-layer vectors.
         """
         n_types = char_ids.shape[0]
-        filler = (-n_types) % ROW_BLOCK
-        if filler:
-            char_ids = torch.cat([char_ids, char_ids[:1].expand(filler, -1)])
-        char_ids = self._trim_padding(char_ids)
-        mask_row = torch.zeros_like(self.char_embed[:1])
-        table = torch.cat([mask_row, self.char_embed[1:]])  # id 0 always embeds to zeros
-        x = F.embedding(char_ids, table).transpose(1, 2)  # (n_types, embedding_dim, chars)
+        features = self.char_embed.new_empty(n_types, self.options.n_filters)  # (n_types, n_filters)
+        for columns, rows in self._column_groups(char_ids):
+            features[rows] = self._max_pooled_convolutions(char_ids[rows, :columns])
         # Max-pool before the activation: both activations are monotonic, so this is exact and
         # applies the nonlinearity to (n_types, n) instead of (n_types, n, positions).
+        h = self._activation(features)
+        return self.projection(self.highway(_pad_rows(h)))[:n_types]
+
+    def _max_pooled_convolutions(self, char_ids: Tensor) -> Tensor:
+        """``(n, columns)`` ids → ``(n, n_filters)``: each filter's maximum over the positions."""
+        n = char_ids.shape[0]
+        mask_row = torch.zeros_like(self.char_embed[:1])
+        table = torch.cat([mask_row, self.char_embed[1:]])  # id 0 always embeds to zeros
+        x = F.embedding(_pad_rows(char_ids), table).transpose(1, 2)  # (n, embedding_dim, columns)
         with _ieee_float32_convolutions():
-            pooled = [conv(x).amax(dim=-1) for conv in self.convs]
-        h = self._activation(torch.cat(pooled, dim=-1))  # (n_types, n_filters)
-        return self.projection(self.highway(h))[:n_types]
+            return torch.cat([conv(x).amax(dim=-1) for conv in self.convs], dim=-1)[:n]
 
-    def _trim_padding(self, char_ids: Tensor) -> Tensor:
-        """Drop trailing columns that are padding in every row; exact for the max-pool.
+    def _column_groups(self, char_ids: Tensor) -> list[tuple[int, Tensor]]:
+        """Types grouped by the character columns they need, as ``(columns, row indices)``.
 
-        Every window that lies wholly in the padding region has the same convolution value,
-        so keeping one such window per filter width (``longest + max_width`` columns)
-        preserves every maximum while skipping most of the 50 positions for short tokens.
+        A type needs its characters plus one window of padding per filter width: every window
+        that lies wholly in the padding has the same value, so one keeps every maximum exact
+        while most of the 50 positions of a short token are skipped. Needs are rounded up to
+        ``COLUMN_STEP`` so a batch makes few groups; a type's group depends only on its own
+        length, so its vector never depends on the other types of the call.
         """
-        not_pad = (char_ids != PAD_CHAR + SHIFT).any(dim=0)
-        longest = int(not_pad.nonzero().max()) + 1 if bool(not_pad.any()) else 0
-        keep = longest + self.options.max_filter_width
-        return char_ids[:, :keep] if keep < char_ids.shape[1] else char_ids
+        full = char_ids.shape[1]
+        needed = (char_ids != PAD_CHAR + SHIFT).sum(dim=1) + self.options.max_filter_width
+        columns = (-(-needed // COLUMN_STEP) * COLUMN_STEP).clamp(max=full).cpu().numpy()  # one sync
+        return [(int(c), torch.from_numpy(np.flatnonzero(columns == c)).to(char_ids.device))
+                for c in np.unique(columns)]
+
+
+def _pad_rows(x: Tensor) -> Tensor:
+    """``x`` with copies of its first row appended up to a multiple of ``ROW_BLOCK`` rows."""
+    filler = (-x.shape[0]) % ROW_BLOCK
+    return torch.cat([x, x[:1].expand(filler, *x.shape[1:])]) if filler else x

@@ -63,14 +63,15 @@ def test_stateful_mode_carries_state_row_by_row():
 
 
 def test_trimmed_char_cnn_is_exact():
-    """The CNN drops all-padding character columns; that must not change any output."""
+    """The CNN cuts each type to the columns it needs (in steps of 8); no output may change."""
     cnn = tiny_bilm(filters=[[1, 4], [3, 8], [7, 8]], activation="tanh").token_encoder
-    types = ["a", "supercalifragilistic", "苹果"]
+    types = ["a", "supercalifragilistic", "苹果"]  # 3, 22 and 8 character ids, + 7 padding each
     ids = cnn.type_inputs(types)
-    assert cnn._trim_padding(ids).shape[1] == len("supercalifragilistic") + 2 + 7 < 50
+    groups = [(columns, rows.tolist()) for columns, rows in cnn._column_groups(ids)]
+    assert groups == [(16, [0, 2]), (32, [1])]
     with torch.no_grad():
         trimmed = cnn(ids)
-        cnn._trim_padding = lambda char_ids: char_ids  # the full 50 columns
+        cnn._column_groups = lambda char_ids: [(50, torch.arange(len(char_ids)))]  # all 50 columns
         full = cnn(ids)
     torch.testing.assert_close(trimmed, full, rtol=0, atol=1e-6)
 

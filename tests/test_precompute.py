@@ -25,11 +25,14 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
+LONG_LINES = [" ".join(f"t{(i * 7 + j) % 50}" for j in range(5 + i % 40)) + " ." for i in range(60)]
+
+
 def run(input_path: Path, store: Path, files: tuple[Path, Path], **settings) -> dict:
-    fmt = settings.pop("format", None)
+    fmt, device = settings.pop("format", None), settings.pop("device", None)
     spec = settings.pop("layers", LayerSpec((0, 1, 2)))
     return precompute(str(input_path), str(store), load(files), PrecomputeSettings(spec, **settings),
-                      format=fmt, model_files=tuple(map(str, files)), progress=False)
+                      format=fmt, device=device, model_files=tuple(map(str, files)), progress=False)
 
 
 def test_fixture_sentences_give_the_stateless_biLM_output(elmo_fixture: Path, fixture_sentences, tmp_path: Path):
@@ -185,6 +188,32 @@ def test_rerun_with_other_arguments_refuses_unless_overwrite(tmp_path: Path, mod
     assert manifest["dtype"] == "float32"
 
 
+def test_bfloat16_compute_is_recorded_close_to_float32_and_never_mixed(tmp_path: Path, model_files):
+    text = write_lines(tmp_path / "in.txt", LONG_LINES)
+    exact = run(text, tmp_path / "f32.zarr", model_files, tokenizer="whitespace", dtype="float32")
+    fast = run(text, tmp_path / "bf16.zarr", model_files, tokenizer="whitespace", dtype="float32",
+               compute_dtype="bfloat16")
+    assert (exact["compute_dtype"], fast["compute_dtype"]) == ("float32", "bfloat16")
+    assert fast["model"]["fingerprint"] == exact["model"]["fingerprint"]  # the weights, as loaded
+    worst = 0.0
+    with open_cache(str(tmp_path / "f32.zarr")) as f32, open_cache(str(tmp_path / "bf16.zarr")) as bf16:
+        for doc_id in f32:
+            reference = f32.lookup(doc_id)
+            worst = max(worst, float(np.abs(bf16.lookup(doc_id) - reference).max() / np.abs(reference).max()))
+    assert 0 < worst < 0.05  # bfloat16 really ran, and stays within a few of its 2^-8 roundings
+    with pytest.raises(StoreError, match="other arguments"):  # a store never mixes precisions
+        run(text, tmp_path / "f32.zarr", model_files, tokenizer="whitespace", dtype="float32",
+            compute_dtype="bfloat16")
+
+
+def test_float16_compute_needs_a_gpu(tmp_path: Path, model_files):
+    text = write_lines(tmp_path / "in.txt", ["the cat sat ."])
+    with pytest.raises(ValueError, match="float16 needs a GPU"):
+        run(text, tmp_path / "s.zarr", model_files, tokenizer="whitespace", compute_dtype="float16",
+            device="cpu")
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_dry_run_counts_and_estimates(tmp_path: Path, model_files):
     squad = tmp_path / "train.json"
     data = make_squad(2, articles=1, paragraphs=2, questions=5)
@@ -229,9 +258,6 @@ def test_zarr_store_at_an_fsspec_url(tmp_path: Path, model_files):
     run(text, url, model_files, tokenizer="whitespace")
     with open_cache(url) as cache:
         assert len(cache) == 2 and cache.lookup("1").shape == (3, 3, 16)
-
-
-LONG_LINES = [" ".join(f"t{(i * 7 + j) % 50}" for j in range(5 + i % 40)) + " ." for i in range(60)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
