@@ -98,11 +98,16 @@ class Packing:
             direction (the backward direction reads each sequence back to front).
         batch_sizes: sequences still running at each step.
         order: ``(batch,)`` rows sorted longest first (packed row i of a step is ``order[i]``).
+        token_rows: ``(2, n_tokens)`` the packed rows that are real tokens (not ``<S>``/``</S>``).
+        token_positions: ``(2, n_tokens)`` where those rows go in the stripped output: flat
+            position ``b * (time - 2) + t - 1``.
     """
 
     index: Tensor
     batch_sizes: list[int]
     order: Tensor
+    token_rows: Tensor
+    token_positions: Tensor
 
 
 def pack(lengths: Tensor, time: int, device: torch.device | str = "cpu") -> Packing:
@@ -120,10 +125,16 @@ def pack(lengths: Tensor, time: int, device: torch.device | str = "cpu") -> Pack
     forward = order[None, :] * time + steps
     backward = order[None, :] * time + (sorted_lens[None, :] - 1 - steps)
     index = np.stack([forward[running], backward[running]])
+    row, t = np.divmod(index, time)
+    is_token = (t >= 1) & (t <= lens[row] - 2)  # both directions hold the same tokens
+    token_rows = np.stack([np.flatnonzero(d) for d in is_token])
+    token_positions = np.take_along_axis(row * (time - 2) + t - 1, token_rows, axis=1)
     return Packing(
         index=torch.from_numpy(index).to(device),
         batch_sizes=running.sum(axis=1)[running.any(axis=1)].tolist(),
         order=torch.from_numpy(order).to(device),
+        token_rows=torch.from_numpy(token_rows).to(device),
+        token_positions=torch.from_numpy(token_positions).to(device),
     )
 
 
@@ -241,18 +252,18 @@ class BiLM(nn.Module):
         if self.stateful:
             self._keep_states(finals, packing)
 
+        # Every layer is written straight into the output, <S> and </S> stripped: real token j
+        # of row b is position j + 1 of the batch, and zeros stay where there is no token.
         proj = type_vectors.shape[1]
-        token_layer = type_vectors[batch.type_index]  # (batch, time, proj)
-        layers = [torch.cat([token_layer, token_layer], dim=-1)]
-        for packed in outputs:  # (2, n_packed, proj) → (batch, time, 2 * proj)
-            padded = packed.new_zeros(2, n_batch * time, proj).scatter(
-                1, packing.index.unsqueeze(-1).expand(-1, -1, proj), packed)
-            layers.append(torch.cat([padded[0], padded[1]], dim=-1).view(n_batch, time, 2 * proj))
-
-        # Strip <S> and </S>: real token j of row b sits at position j + 1.
         mask = (torch.arange(time - 2) < (batch.lengths - 2)[:, None]).to(packing.index.device)
-        stacked = torch.stack(layers)[:, :, 1 : time - 1] * mask[None, :, :, None]
-        return BiLMOutput(layers=stacked, mask=mask, token_layer=type_vectors)
+        layers = type_vectors.new_zeros(1 + len(outputs), n_batch, time - 2, 2 * proj)
+        tokens = type_vectors[batch.type_index[:, 1:-1]] * mask[..., None]  # (batch, time - 2, proj)
+        layers[0, ..., :proj], layers[0, ..., proj:] = tokens, tokens
+        flat = layers.view(1 + len(outputs), n_batch * (time - 2), 2 * proj)
+        for k, packed in enumerate(outputs, start=1):  # (2, n_packed, proj), direction d → half d
+            for d in (0, 1):
+                flat[k, packing.token_positions[d], d * proj : (d + 1) * proj] = packed[d, packing.token_rows[d]]
+        return BiLMOutput(layers=layers, mask=mask, token_layer=type_vectors)
 
     @torch.inference_mode()
     def embed(self, sentences: Sequence[Sequence[str]]) -> BiLMOutput:
