@@ -11,6 +11,7 @@ Ratios come from runs made one after the other in one invocation of this script.
     python benchmarks/bilm_throughput.py                      # CPU: fixture, small, full
     python benchmarks/bilm_throughput.py --models small --batches 8
     python benchmarks/bilm_throughput.py --cpu-dtypes float32,bfloat16   # also ours in bfloat16
+    python benchmarks/bilm_throughput.py --devices cuda --models full  # GPU only: the H100 target
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("--cpu-dtypes", default="float32",
                         help="precisions of ours on the CPU, e.g. float32,bfloat16 (bfloat16 pays off "
                              "on CPUs with bf16 instructions)")
+    parser.add_argument("--devices", default="cpu,cuda",
+                        help="cpu (baseline comparison), cuda (when present), or both (default)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--worker", nargs=6, metavar=("MODEL", "IMPL", "BATCHES", "SIZE", "DEVICE", "DTYPE"),
                         help=argparse.SUPPRESS)
@@ -190,30 +193,43 @@ def main() -> None:
     threads = ["--threads", str(args.threads)] if args.threads else []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch_size}, "
           "sentences of 5–60 tokens, random weights, stateless")
+    devices = args.devices.split(",")
+    if "cuda" in devices and not torch.cuda.is_available():
+        print("no CUDA GPU: GPU measurements skipped")
     for model in args.models.split(","):
         n = str(args.batches or default_batches[model])
-        check = max_error(model, "cpu", "float32", reference_impl="baseline")
-        assert check < 1e-4, f"baseline and ours disagree on {model}: {check}"
-        base = in_subprocess(*threads, "--worker", model, "baseline", n, str(args.batch_size), "cpu", "float32")
-        ours = in_subprocess(*threads, "--worker", model, "ours", n, str(args.batch_size), "cpu", "float32")
-        print(f"cpu  {model:8s} baseline {base['tokens_per_s']:9.0f} tok/s {base['peak_rss_gb']:5.2f} GB | "
-              f"ours {ours['tokens_per_s']:9.0f} tok/s {ours['peak_rss_gb']:5.2f} GB | "
-              f"speed-up {ours['tokens_per_s'] / base['tokens_per_s']:5.1f}x, "
-              f"memory {ours['peak_rss_gb'] / base['peak_rss_gb']:.2f}x (outputs agree to {check:.1e})")
-        for dtype in args.cpu_dtypes.split(","):
-            if dtype == "float32":
-                continue
-            half = in_subprocess(*threads, "--worker", model, "ours", n, str(args.batch_size), "cpu", dtype)
-            print(f"cpu  {model:8s} {dtype:8s} ours {half['tokens_per_s']:9.0f} tok/s "
-                  f"{half['peak_rss_gb']:5.2f} GB | {half['tokens_per_s'] / ours['tokens_per_s']:.2f}x float32, "
-                  f"max abs error vs float32 {max_error(model, 'cpu', dtype):.2e}")
-        if torch.cuda.is_available():
-            for dtype in ("float32", "float16", "bfloat16"):
-                gpu = in_subprocess("--worker", model, "ours", n, str(args.gpu_batch_size), "cuda", dtype)
-                err = max_error(model, "cuda", dtype)
-                print(f"cuda {model:8s} {dtype:8s} ours {gpu['tokens_per_s']:11.0f} tok/s "
-                      f"{gpu['peak_gpu_gb']:6.2f} GB GPU (batch {args.gpu_batch_size}), "
-                      f"max abs error vs float32 CPU {err:.2e}")
+        if "cpu" in devices:
+            compare_on_cpu(model, n, args.batch_size, args.cpu_dtypes.split(","), threads)
+        if "cuda" in devices and torch.cuda.is_available():
+            measure_on_gpu(model, n, args.gpu_batch_size)
+
+
+def compare_on_cpu(model: str, n: str, batch_size: int, dtypes: list[str], threads: list[str]) -> None:
+    """Baseline against ours in float32 (speed-up, memory), then ours in the other ``dtypes``."""
+    check = max_error(model, "cpu", "float32", reference_impl="baseline")
+    assert check < 1e-4, f"baseline and ours disagree on {model}: {check}"
+    base = in_subprocess(*threads, "--worker", model, "baseline", n, str(batch_size), "cpu", "float32")
+    ours = in_subprocess(*threads, "--worker", model, "ours", n, str(batch_size), "cpu", "float32")
+    print(f"cpu  {model:8s} baseline {base['tokens_per_s']:9.0f} tok/s {base['peak_rss_gb']:5.2f} GB | "
+          f"ours {ours['tokens_per_s']:9.0f} tok/s {ours['peak_rss_gb']:5.2f} GB | "
+          f"speed-up {ours['tokens_per_s'] / base['tokens_per_s']:5.1f}x, "
+          f"memory {ours['peak_rss_gb'] / base['peak_rss_gb']:.2f}x (outputs agree to {check:.1e})")
+    for dtype in dtypes:
+        if dtype == "float32":
+            continue
+        half = in_subprocess(*threads, "--worker", model, "ours", n, str(batch_size), "cpu", dtype)
+        print(f"cpu  {model:8s} {dtype:8s} ours {half['tokens_per_s']:9.0f} tok/s "
+              f"{half['peak_rss_gb']:5.2f} GB | {half['tokens_per_s'] / ours['tokens_per_s']:.2f}x float32, "
+              f"max abs error vs float32 {max_error(model, 'cpu', dtype):.2e}")
+
+
+def measure_on_gpu(model: str, n: str, batch_size: int) -> None:
+    """Ours on the GPU in each precision: tokens/s, peak GPU memory, max error against float32 CPU."""
+    for dtype in ("float32", "float16", "bfloat16"):
+        gpu = in_subprocess("--worker", model, "ours", n, str(batch_size), "cuda", dtype)
+        err = max_error(model, "cuda", dtype)
+        print(f"cuda {model:8s} {dtype:8s} ours {gpu['tokens_per_s']:11.0f} tok/s "
+              f"{gpu['peak_gpu_gb']:6.2f} GB GPU (batch {batch_size}), max abs error vs float32 CPU {err:.2e}")
 
 
 if __name__ == "__main__":
