@@ -163,13 +163,12 @@ def run_one(model: str, impl: str, n_batches: int, batch_size: int, device: str,
 
 
 def prefetched(bilm: BiLM, batches: list[list[list[str]]], device: str) -> Iterator[TokenBatch]:
-    """``batches`` prepared, pinned and copied to ``device`` by a thread, up to two ahead."""
+    """``batches`` prepared, pinned and copied to the GPU ``device`` by a thread, up to two ahead."""
     ready: queue.Queue[TokenBatch | None] = queue.Queue(maxsize=2)
 
     def produce() -> None:
         for batch in batches:
-            prepared = bilm.prepare(batch)
-            ready.put((prepared.pin_memory() if device.startswith("cuda") else prepared).to(device))
+            ready.put(bilm.prepare(batch).pin_memory().to(device))
         ready.put(None)
 
     threading.Thread(target=produce, daemon=True).start()

@@ -104,19 +104,22 @@ class CharCNN(nn.Module):
             ``(n_types, output_dim)`` token-layer vectors.
         """
         n_types = char_ids.shape[0]
+        mask_row = torch.zeros_like(self.char_embed[:1])
+        table = torch.cat([mask_row, self.char_embed[1:]])  # id 0 always embeds to zeros
         features = self.char_embed.new_empty(n_types, self.options.n_filters)  # (n_types, n_filters)
         for columns, rows in self._column_groups(char_ids):
-            features[rows] = self._max_pooled_convolutions(char_ids[rows, :columns])
+            features[rows] = self._max_pooled_convolutions(char_ids[rows, :columns], table)
         # Max-pool before the activation: both activations are monotonic, so this is exact and
         # applies the nonlinearity to (n_types, n) instead of (n_types, n, positions).
         h = self._activation(features)
         return self.projection(self.highway(_pad_rows(h)))[:n_types]
 
-    def _max_pooled_convolutions(self, char_ids: Tensor) -> Tensor:
-        """``(n, columns)`` ids → ``(n, n_filters)``: each filter's maximum over the positions."""
+    def _max_pooled_convolutions(self, char_ids: Tensor, table: Tensor) -> Tensor:
+        """``(n, columns)`` ids → ``(n, n_filters)``: each filter's maximum over the positions.
+
+        ``table`` is the ``(n_ids, embedding_dim)`` character embedding with the mask row zeroed.
+        """
         n = char_ids.shape[0]
-        mask_row = torch.zeros_like(self.char_embed[:1])
-        table = torch.cat([mask_row, self.char_embed[1:]])  # id 0 always embeds to zeros
         x = F.embedding(_pad_rows(char_ids), table).transpose(1, 2)  # (n, embedding_dim, columns)
         with _ieee_float32_convolutions():
             return torch.cat([conv(x).amax(dim=-1) for conv in self.convs], dim=-1)[:n]
