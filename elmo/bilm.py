@@ -195,6 +195,9 @@ class TypeMemo:
 class BiLM(nn.Module):
     """The ELMo bidirectional language model (inference and training share this module).
 
+    A BiLM is not safe to call from two threads at once: the type memo and the LSTM's gate
+    memory are reused from call to call.
+
     Args:
         options: validated model options.
         token_encoder: layer-0 encoder; the published char CNN when None.

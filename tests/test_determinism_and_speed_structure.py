@@ -177,3 +177,13 @@ def test_stateful_rows_beyond_a_smaller_batch_keep_their_state():
     a, b = with_small.embed(third).layers, without.embed(third).layers
     torch.testing.assert_close(a[:, 1:], b[:, 1:], rtol=0, atol=1e-6)  # rows 1, 2 skipped the small batch
     assert not torch.allclose(a[:, 0], b[:, 0])  # row 0 continued from it
+
+
+def test_reused_gate_memory_never_changes_earlier_outputs_or_later_results():
+    reused, fresh = tiny_bilm(), tiny_bilm()
+    long, short = random_sentences(8, 50, max_len=60), random_sentences(2, 51, max_len=5)
+    first = reused.embed(long).layers
+    kept = first.clone()
+    for batch in (short, long):  # the memory shrinks its view, then grows back
+        torch.testing.assert_close(reused.embed(batch).layers, fresh.embed(batch).layers, rtol=0, atol=0)
+    assert torch.equal(first, kept)  # outputs handed out earlier are not views of it
