@@ -20,7 +20,6 @@ import argparse
 import json
 import queue
 import random
-import resource
 import subprocess
 import sys
 import threading
@@ -36,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from elmo import BiLM, BiLMOptions  # noqa: E402
 from elmo.bilm import TokenBatch  # noqa: E402
 from elmo.chars import sentence_char_ids  # noqa: E402
+
+from peak_rss import peak_rss_bytes  # noqa: E402
 
 PUBLISHED_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 MODELS = {
@@ -158,7 +159,7 @@ def run_one(model: str, impl: str, n_batches: int, batch_size: int, device: str,
     n_tokens = sum(len(s) for batch in batches[1:] for s in batch)
     return {"model": model, "impl": impl, "device": device, "dtype": dtype, "tokens": n_tokens,
             "seconds": seconds, "tokens_per_s": n_tokens / seconds,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_rss_gb": peak_rss_bytes() / 2**30,
             "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0}
 
 

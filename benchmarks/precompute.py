@@ -41,6 +41,8 @@ from cache_builder.tokenize import get_tokenizer  # noqa: E402
 from elmo import BiLM, BiLMOptions, load_bilm  # noqa: E402
 from elmo.weights import save_weights  # noqa: E402
 
+from peak_rss import reported_peak  # noqa: E402
+
 SMALL = {
     "char_cnn": {"embedding": {"dim": 16}, "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256],
                                                         [6, 512], [7, 1024]],
@@ -142,13 +144,13 @@ def lookup_latency(cache_path: Path, n: int = 500) -> dict[str, float]:
 
 def peak_rss_mb(squad: Path, store: Path, model: tuple[str, str]) -> float:
     """Peak RSS of a fresh ``cli.py precompute`` process (MB)."""
-    cli = Path(__file__).resolve().parent.parent / "cli.py"
-    proc = subprocess.Popen([sys.executable, str(cli), "precompute", str(squad), "-o", str(store), "-q",
-                             "--layers", "0,1", "--device", "cpu", "--options", model[0], "--weights", model[1]])
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status:
-        raise RuntimeError(f"precompute failed with status {status}")
-    return usage.ru_maxrss / 1024
+    here = Path(__file__).resolve().parent
+    run = subprocess.run([sys.executable, str(here / "peak_rss.py"), str(here.parent / "cli.py"), "precompute",
+                          str(squad), "-o", str(store), "-q", "--layers", "0,1", "--device", "cpu",
+                          "--options", model[0], "--weights", model[1]], capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"precompute failed with status {run.returncode}: {run.stderr[-2000:]}")
+    return reported_peak(run.stderr) / 2**20
 
 
 def main() -> None:
