@@ -205,9 +205,10 @@ class BiLM(nn.Module):
             implementation does (only to reproduce its outputs). Default: every sentence
             starts from zero state, so its vectors never depend on its batch.
         dropout: LSTM input dropout in training mode.
-        type_memo_size: token types whose layer-0 vectors are remembered across batches at
-            inference (0 disables); the token layer is context-independent, so each type's
-            char CNN runs once per model rather than once per batch.
+        type_memo_size: token types whose layer-0 vectors are remembered across batches and
+            runs in eval mode without autograd (0 disables); the token layer is
+            context-independent, so each type's char CNN runs once per model rather than once
+            per batch. Training, moving or casting the model forgets them.
     """
 
     def __init__(self, options: BiLMOptions, token_encoder: TokenEncoder | None = None,
@@ -243,7 +244,7 @@ class BiLM(nn.Module):
 
     def forward(self, batch: TokenBatch) -> BiLMOutput:
         """Run the biLM on a prepared batch (already on this module's device)."""
-        if self.type_memo is not None and not torch.is_grad_enabled():
+        if self.type_memo is not None and not self.training and not torch.is_grad_enabled():
             type_vectors = self.type_memo.encode(batch.types, batch.type_inputs, self.token_encoder)
         else:
             type_vectors = self.token_encoder(batch.type_inputs)  # (n_types, proj)
@@ -274,12 +275,16 @@ class BiLM(nn.Module):
         return self(self.prepare(sentences).to(self.device))
 
     def train(self, mode: bool = True) -> BiLM:
-        self.clear_type_memo()  # weights are about to change
+        if mode:  # training changes the weights; eval() keeps what an earlier run remembered
+            self.clear_type_memo()
         return super().train(mode)
 
-    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): remembered vectors are stale
-        self.clear_type_memo()
-        return super()._apply(fn, *args, **kwargs)
+    def _apply(self, fn, *args, **kwargs):
+        weights = [p.data_ptr() for p in self.parameters()]
+        module = super()._apply(fn, *args, **kwargs)
+        if [p.data_ptr() for p in self.parameters()] != weights:  # moved or cast: vectors are stale
+            self.clear_type_memo()
+        return module
 
     def clear_type_memo(self) -> None:
         """Forget remembered token-layer vectors (call after changing weights in place)."""

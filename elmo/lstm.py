@@ -41,7 +41,8 @@ class Workspace:
         """An uninitialized ``shape`` view on ``like``'s device and dtype."""
         n = math.prod(shape)
         flat = self._flat
-        if flat is None or flat.numel() < n or flat.dtype != like.dtype or flat.device != like.device:
+        if (flat is None or flat.numel() < n or flat.dtype != like.dtype or flat.device != like.device
+                or flat.is_inference() and not torch.is_inference_mode_enabled()):  # then read-only
             flat = self._flat = like.new_empty(n)
         return flat[:n].view(shape)
 

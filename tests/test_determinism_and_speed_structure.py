@@ -142,7 +142,16 @@ def test_type_memo_gives_the_unmemoized_vectors_and_forgets_on_weight_change():
             bilm.token_encoder.projection.bias.add_(1.0)
     memo.clear_type_memo()  # in-place edits must clear it; load_weights, .to() and .train() do so
     torch.testing.assert_close(memo.embed(first).layers, plain.embed(first).layers, rtol=0, atol=1e-6)
+    remembered = len(memo.type_memo.rows)
+    memo.to("cpu", torch.float32).eval()  # what precompute does to a model already there: kept
+    assert len(memo.type_memo.rows) == remembered
+    memo.to(torch.float64)
+    assert not memo.type_memo.rows
+    memo.to(torch.float32).embed(first)
     memo.train()
+    assert not memo.type_memo.rows
+    with torch.no_grad():  # e.g. a validation pass in training mode: weights will change again
+        memo(memo.prepare(second))
     assert not memo.type_memo.rows
 
 
@@ -187,3 +196,5 @@ def test_reused_gate_memory_never_changes_earlier_outputs_or_later_results():
     for batch in (short, long):  # the memory shrinks its view, then grows back
         torch.testing.assert_close(reused.embed(batch).layers, fresh.embed(batch).layers, rtol=0, atol=0)
     assert torch.equal(first, kept)  # outputs handed out earlier are not views of it
+    with torch.no_grad():  # memory taken in inference mode is read-only outside it
+        torch.testing.assert_close(reused(reused.prepare(long)).layers, first, rtol=0, atol=0)
