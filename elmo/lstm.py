@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from elmo.options import LstmOptions
 
-# Input-projection rows computed at once: bounds memory to ~64 MB (float32) per block of steps
+# Input-projection rows computed at once: bounds memory to ~64 MB (float32) per direction
 # while keeping the matmul large enough to run near peak speed.
 _GATE_BLOCK_ELEMENTS = 16 * 2**20
 
