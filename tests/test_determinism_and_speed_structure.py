@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from elmo.char_cnn import CharCNN
 from tests.tiny import tiny_bilm
 
 WORDS = "the a cat dog sat on mat . , and of to in 苹果 买了 ELMo biLM x" .split()

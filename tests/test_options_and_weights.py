@@ -8,7 +8,7 @@ import h5py
 import pytest
 import torch
 
-from elmo import BiLM, BiLMOptions, OptionsError, load_bilm
+from elmo import BiLMOptions, OptionsError, load_bilm
 from elmo.weights import WeightFileError, model_fingerprint, save_weights
 from tests.tiny import tiny_bilm, tiny_options
 
