@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from cache_builder.layers import LayerSpec, layer_spec_from_manifest
-from cache_builder.store import StoreError, StoreReader, open_reader
-from cache_builder.store.layout import decode_strings, manifest_kind
+from cache_builder.store import CorruptStoreError, StoreError, StoreReader, open_reader
+from cache_builder.store.encoding import Encoding, get_encoding
+from cache_builder.store.layout import array_specs, decode_strings, manifest_kind
 from elmo.schemas import schema_errors
 
 
@@ -23,11 +24,16 @@ class TokenView:
 
 
 class EmbeddingCache:
-    """A complete store opened for reading. Only the index (ids, offsets) is loaded at open;
-    vectors are read chunk by chunk on lookup.
+    """A complete store opened for reading. Only the index (ids, offsets) and layer 0's per-type
+    table are loaded at open; vectors are read chunk by chunk on lookup.
 
     ``lookup`` returns ``(n_layers_kept, n_tokens, dim)`` per field (the axis order of
-    AllenNLP's ``--all`` output), or ``(n_tokens, dim)`` for a mixed store.
+    AllenNLP's ``--all`` output), or ``(n_tokens, dim)`` for a mixed store, as float16 for a
+    float16 store and float32 for float32 and int8 ones (int8 decoded, within
+    ``encoding.relative_error`` of each token's largest value in that layer).
+
+    Usable from ``DataLoader`` workers: forked ones reopen the store's files, spawned ones
+    unpickle the cache as its store's path.
     """
 
     def __init__(self, store: StoreReader):
@@ -47,15 +53,30 @@ class EmbeddingCache:
         self.manifest: dict[str, Any] = manifest
         self.spec: LayerSpec = layer_spec_from_manifest(manifest["layers"])
         self.fields: list[str] = manifest["fields"]
+        self.encoding: Encoding = get_encoding(manifest["dtype"])
+        model = manifest["model"]
+        self.arrays = array_specs(self.spec, model["dim"], model["projection_dim"], manifest["dtype"])
+        absent = sorted(set(self.arrays) - store.names())
+        if absent:
+            raise CorruptStoreError(f"{store.path}: arrays {absent} are missing from a complete store")
+        self._dim = model["dim"]
+        self._vector_arrays = list(self.encoding.arrays(self.spec.n_vector_layers, self._dim))
         ids = decode_strings(store.read("doc_id_utf8"), store.read("doc_id_offsets"))
         self._doc_rows = {doc_id: i for i, doc_id in enumerate(ids)}
         self._doc_offsets = store.read("doc_offsets")
         self._entry_field = store.read("entry_field")
         self._entry_segment = store.read("entry_segment")
         self._segment_offsets = store.read("segment_offsets")
-        # Layer 0's table is small (distinct tokens × projection): keep it in memory.
-        self._token_layer = store.read("token_layer") if self.spec.keeps_token_layer else None
+        # Layer 0's table is small (distinct tokens × projection): keep it in memory, widened to
+        # the LSTM width (the projection twice, as the biLM does) in the lookup dtype.
+        self._table: np.ndarray | None = None
+        if self.spec.keeps_token_layer:
+            table = store.read("token_layer")
+            self._table = np.concatenate([table, table], axis=1).astype(self.encoding.carrier)
         self._types: list[str] | None = None
+
+    def __reduce__(self):  # pickled (DataLoader workers started by spawn) as its store, reopened
+        return EmbeddingCache, (self.store,)
 
     # -- mapping protocol over document ids
     def __len__(self) -> int:
@@ -91,20 +112,33 @@ class EmbeddingCache:
             raise KeyError(f"document id {doc_id!r} has no field {field!r} (it has {sorted(segments)})")
         return {field: segments[field]}
 
+    def _ranges(self, segments: Sequence[int]) -> list[tuple[int, int]]:
+        off = self._segment_offsets
+        return [(int(off[s]), int(off[s + 1])) for s in segments]
+
+    def _read(self, ranges: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Token rows ``[a, b)`` per range → ``(n_layers_kept, n, dim)`` (``(n, dim)`` mixed) each,
+        every chunk they touch fetched once."""
+        parts = {name: self.store.read_ranges(name, ranges) for name in self._vector_arrays}
+        rows = self.store.read_ranges("token_row", ranges) if self._table is not None else None
+        out = []
+        for i in range(len(ranges)):
+            vectors = self.encoding.decode({name: p[i] for name, p in parts.items()})  # (n, n_vector_layers, dim)
+            if self.spec.mix is not None:
+                out.append(np.array(vectors[:, 0]))  # a copy: reads may be views of cached chunks
+                continue
+            layers = np.empty((len(self.spec.layers), len(vectors), self._dim), self.encoding.carrier)
+            for j, k in enumerate(self.spec.layers):
+                if k == 0:
+                    np.take(self._table, rows[i], axis=0, out=layers[j])
+                else:
+                    layers[j] = vectors[:, self.spec.vector_layers.index(k)]
+            out.append(layers)
+        return out
+
     def segment_vectors(self, segment: int) -> np.ndarray:
         """One segment: ``(n_layers_kept, n_tokens, dim)``, or ``(n_tokens, dim)`` when mixed."""
-        a, b = int(self._segment_offsets[segment]), int(self._segment_offsets[segment + 1])
-        vectors = self.store.read("vectors", a, b)  # (n_tokens, n_vector_layers, dim)
-        if self.spec.mix is not None:
-            return vectors[:, 0]
-        layers = []
-        for k in self.spec.layers:
-            if k == 0:  # widen the projection back to the LSTM width, as the biLM does
-                table = self._token_layer[self.store.read("token_row", a, b)]
-                layers.append(np.concatenate([table, table], axis=-1))
-            else:
-                layers.append(vectors[:, self.spec.vector_layers.index(k)])
-        return np.stack(layers) if layers else vectors.transpose(1, 0, 2)
+        return self._read(self._ranges([segment]))[0]
 
     def lookup(self, doc_id: str, field: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
         """A document's vectors, reading only the chunks that hold them.
@@ -116,15 +150,22 @@ class EmbeddingCache:
 
         Returns:
             ``(n_layers_kept, n_tokens, dim)`` (``(n_tokens, dim)`` for a mixed store).
+
+        Raises:
+            KeyError: an unknown id or field.
+            CorruptStoreError: a storage object it needs is missing, partial or damaged.
         """
-        segments = self._segment(doc_id, field)
-        if len(segments) == 1:
-            return self.segment_vectors(next(iter(segments.values())))
-        return {name: self.segment_vectors(s) for name, s in segments.items()}
+        return self.lookup_many([doc_id], field)[0]
 
     def lookup_many(self, doc_ids: Sequence[str], field: str | None = None) -> list[np.ndarray | dict[str, np.ndarray]]:
-        """``lookup`` for each id, in order."""
-        return [self.lookup(doc_id, field) for doc_id in doc_ids]
+        """``lookup`` for each id, in order, reading every chunk the batch touches once."""
+        per_doc = [self._segment(doc_id, field) for doc_id in doc_ids]
+        arrays = iter(self._read(self._ranges([s for segments in per_doc for s in segments.values()])))
+        out: list[np.ndarray | dict[str, np.ndarray]] = []
+        for segments in per_doc:
+            found = {name: next(arrays) for name in segments}
+            out.append(next(iter(found.values())) if len(found) == 1 else found)
+        return out
 
     def tokens(self, doc_id: str, field: str | None = None) -> TokenView:
         """A field's tokens and character spans (``field`` may be omitted for one-field stores)."""
@@ -139,7 +180,7 @@ class EmbeddingCache:
         if self._types is None:
             self._types = decode_strings(self.store.read("type_utf8"), self.store.read("type_offsets"))
         rows = self.store.read("token_row", a, b)
-        return TokenView([self._types[r] for r in rows], self.store.read("token_spans", a, b))
+        return TokenView([self._types[r] for r in rows.tolist()], np.array(self.store.read("token_spans", a, b)))
 
     @property
     def n_segments(self) -> int:
@@ -154,20 +195,11 @@ class EmbeddingCache:
         ``(n_tokens, dim)`` for a mixed store; segment s is rows ``segment_offsets[s]:[s+1]``."""
         import dask.array as da
 
-        vectors = da.from_array(self.store.array("vectors"), chunks=(self.store.chunk_rows("vectors"), -1, -1))
-        if self.spec.mix is not None:
-            return vectors[:, 0]
-        layers = []
-        for k in self.spec.layers:
-            if k == 0:
-                rows = da.from_array(self.store.array("token_row"), chunks=vectors.chunks[0])
-                table = self._token_layer
-                layers.append(rows.map_blocks(lambda r: np.concatenate([table[r], table[r]], axis=-1),
-                                              new_axis=1, chunks=(vectors.chunks[0], (vectors.shape[2],)),
-                                              dtype=table.dtype))
-            else:
-                layers.append(vectors[:, self.spec.vector_layers.index(k)])
-        return da.stack(layers, axis=1)
+        return da.from_array(_TokenRows(self), chunks=(self.store.chunk_rows("vectors"), -1, -1)[:self._ndim()],
+                             asarray=False)
+
+    def _ndim(self) -> int:
+        return 2 if self.spec.mix is not None else 3
 
     def close(self) -> None:
         self.store.close()
@@ -188,6 +220,22 @@ def open_cache(path: str) -> EmbeddingCache:
     return EmbeddingCache(open_reader(path))
 
 
+class _TokenRows:
+    """A cache's tokens as an array-like of ``(n_tokens, n_layers_kept, dim)`` (``(n_tokens, dim)``
+    mixed) that reads through :meth:`EmbeddingCache._read`, for dask."""
+
+    def __init__(self, cache: EmbeddingCache):
+        self.cache = cache
+        n_tokens = int(cache._segment_offsets[-1])
+        self.shape = (n_tokens, cache._dim) if cache.spec.mix is not None else (n_tokens, len(cache.spec.layers), cache._dim)
+        self.dtype, self.ndim = np.dtype(cache.encoding.carrier), len(self.shape)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        start, stop, _ = key[0].indices(self.shape[0])
+        rows = self.cache._read([(start, max(start, stop))])[0]
+        return (rows if self.ndim == 2 else rows.transpose(1, 0, 2))[(slice(None), *key[1:])]
+
+
 class CacheDataset:
     """``dataset[i]`` → (doc_id, ``torch.Tensor`` of one field's vectors) over documents in
     store order; a ``torch.utils.data.Dataset`` (map-style)."""
@@ -202,9 +250,14 @@ class CacheDataset:
         return len(self.ids)
 
     def __getitem__(self, i: int):
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        """A batch of items (``DataLoader`` fetches a batch with one call), read grouped by chunk."""
         import torch
 
-        return self.ids[i], torch.from_numpy(self.cache.lookup(self.ids[i], self.field))
+        ids = [self.ids[i] for i in indices]
+        return [(doc_id, torch.from_numpy(v)) for doc_id, v in zip(ids, self.cache.lookup_many(ids, self.field))]
 
 
 def pad_collate(items: list) -> dict[str, Any]:

@@ -38,15 +38,15 @@ from cache_builder.layers import LayerSpec
 from cache_builder.store import (Appender, StoreError, StoreReader, StoreWriter, open_reader, open_writer,
                                  store_exists, store_format)
 from cache_builder.store import hdf5_store, zarr_store
-from cache_builder.store.layout import (FORMAT_NAME, FORMAT_VERSION, OFFSET_ARRAYS, array_specs,
-                                        bytes_per_token_estimate, chunk_rows, decode_strings,
-                                        encode_strings)
+from cache_builder.store.encoding import ENCODINGS, Encoding, get_encoding
+from cache_builder.store.layout import (FORMAT_NAME, FORMAT_VERSION, OFFSET_ARRAYS, ArraySpec, array_specs,
+                                        bytes_per_token_estimate, decode_strings, encode_strings)
 from cache_builder.tokenize import Tokenized, Tokenizer, get_tokenizer, split_long, tokenize_field
 from elmo import BiLM
 from elmo.runtime import DTYPES, resolve_device, resolve_dtype
 from elmo.weights import model_fingerprint
 
-STORE_DTYPES = ("float16", "float32")
+STORE_DTYPES = tuple(ENCODINGS)
 CODECS = {"zarr": (zarr_store.CODEC, zarr_store.CHECKSUM), "hdf5": (hdf5_store.CODEC, hdf5_store.CHECKSUM)}
 
 
@@ -61,7 +61,7 @@ class PrecomputeSettings:
 
     Attributes:
         layers: kept layers or the fixed mix.
-        dtype: "float16" or "float32" for stored vectors.
+        dtype: the stored vectors' encoding: "float16", "float32" or "int8" (:mod:`.store.encoding`).
         compute_dtype: the model's precision while it runs ("float32", "bfloat16", "float16").
         tokenizer: a name for :func:`cache_builder.tokenize.get_tokenizer`.
         max_tokens: longer texts are split on sentence boundaries into pieces of at most this.
@@ -83,8 +83,7 @@ class PrecomputeSettings:
     on_error: str = "raise"
 
     def __post_init__(self) -> None:
-        if self.dtype not in STORE_DTYPES:
-            raise ValueError(f"--dtype {self.dtype}: a store holds one of {STORE_DTYPES}")
+        get_encoding(self.dtype)  # raises for an unknown one
         if self.compute_dtype not in DTYPES:
             raise ValueError(f"--compute-dtype {self.compute_dtype}: choose one of {sorted(DTYPES)}")
         if self.max_tokens < 1 or self.batch_tokens < 1 or self.window_tokens < 1:
@@ -157,16 +156,17 @@ class StoreBuilder:
 
     Args:
         store: an open writer; its arrays are created here unless ``progress`` resumes them.
-        arrays: name → (row shape, dtype), from :func:`layout.array_specs`.
+        arrays: name → :class:`ArraySpec`, from :func:`layout.array_specs`.
+        encoding: the stored vectors' encoding.
         progress: the last commit of an interrupted run with the same settings, or None.
     """
 
-    def __init__(self, store: StoreWriter, arrays: dict[str, tuple[tuple[int, ...], str]],
+    def __init__(self, store: StoreWriter, arrays: dict[str, ArraySpec], encoding: Encoding,
                  progress: dict[str, Any] | None):
-        self.store = store
+        self.store, self.encoding = store, encoding
         if progress is None:
-            for name, (tail, dtype) in arrays.items():
-                store.create(name, tail, dtype, chunk_rows(tail, dtype))
+            for name, a in arrays.items():
+                store.create(name, a.tail, a.dtype, a.chunk_rows, compress=a.compress)
                 if name in OFFSET_ARRAYS:
                     store.write(name, 0, np.zeros(1, dtype=np.int64))
             lengths = {name: store.length(name) for name in arrays}
@@ -209,14 +209,15 @@ class StoreBuilder:
                     row = self._type_ids[token] = len(self._type_ids)
                     new_types.append(token)
                     if layer0 is not None:
-                        out["token_layer"].append(layer0[s][i : i + 1])
+                        out["token_layer"].append(layer0[s][i : i + 1].astype(self.encoding.table_dtype))
                 rows[i] = row
             if new_types:
                 utf8, ends = encode_strings(new_types, self._type_end)
                 out["type_utf8"].append(utf8)
                 out["type_offsets"].append(ends)
                 self._type_end = int(ends[-1])
-            out["vectors"].append(vectors[s])
+            for name, encoded in self.encoding.encode(vectors[s]).items():
+                out[name].append(encoded)
             out["token_row"].append(rows)
             out["token_spans"].append(np.asarray(segment.spans, dtype=np.int32).reshape(-1, 2))
             self._token_end += len(segment.tokens)
@@ -313,7 +314,8 @@ def embed_windows(source: Iterable[Window], bilm: BiLM, settings: PrecomputeSett
     neither computed nor written. ``on_window(window, computed)`` follows progress.
     """
     spec, cuda = settings.layers, device.type == "cuda"
-    out_dtype = getattr(torch, settings.dtype)
+    carrier = get_encoding(settings.dtype).carrier  # the writer encodes (StoreBuilder.add_window)
+    out_dtype = getattr(torch, carrier)
     failed, errors = threading.Event(), []
     to_model, to_writer = _Pipe(failed, 8), _Pipe(failed, 8)
 
@@ -336,7 +338,7 @@ def embed_windows(source: Iterable[Window], bilm: BiLM, settings: PrecomputeSett
         while (item := to_writer.get()) is not _END:
             window, members, host = item
             if members is None:
-                outputs = assembly.pop(window.number, None) or _empty_window(window, spec, bilm, settings.dtype)
+                outputs = assembly.pop(window.number, None) or _empty_window(window, spec, bilm, carrier)
                 builder.add_window(window, *outputs)
                 builder.commit(identity)
                 on_window(window, True)
@@ -345,7 +347,7 @@ def embed_windows(source: Iterable[Window], bilm: BiLM, settings: PrecomputeSett
             if ready is not None:
                 ready.synchronize()
             if window.number not in assembly:
-                assembly[window.number] = _empty_window(window, spec, bilm, settings.dtype)
+                assembly[window.number] = _empty_window(window, spec, bilm, carrier)
             seg_vectors, seg_layer0 = assembly[window.number]
             for b, (s, start, n) in enumerate(members):
                 seg_vectors[s][start : start + n] = vectors[b, :n]
@@ -507,7 +509,8 @@ def precompute(input_path: str, store_path: str, bilm: BiLM, settings: Precomput
         if done is not None:
             return done
     manifest = build(staging, "zarr", overwrite)
-    copy_store(open_reader(staging), open_writer(store_path, "hdf5", overwrite=True))
+    arrays = array_specs(settings.layers, head["model"]["dim"], head["model"]["projection_dim"], settings.dtype)
+    copy_store(open_reader(staging), open_writer(store_path, "hdf5", overwrite=True), arrays)
     shutil.rmtree(staging)
     return manifest
 
@@ -547,7 +550,7 @@ def _build(input_path: str, bilm: BiLM, settings: PrecomputeSettings, tokenizer:
             return done
         arrays = array_specs(settings.layers, head["model"]["dim"], head["model"]["projection_dim"],
                              settings.dtype)
-        builder = StoreBuilder(store, arrays, resume)
+        builder = StoreBuilder(store, arrays, get_encoding(settings.dtype), resume)
         if resume is None:  # a new store: mark it unfinished before any data lands
             store.set_attr("progress", builder.progress(identity))
         stats = ReadStats()
@@ -573,15 +576,16 @@ def _build(input_path: str, bilm: BiLM, settings: PrecomputeSettings, tokenizer:
         store.close()
 
 
-def copy_store(source: StoreReader, target: StoreWriter) -> None:
-    """Copy every array (same chunking) and then the manifest, last, from ``source`` to ``target``."""
+def copy_store(source: StoreReader, target: StoreWriter, arrays: dict[str, ArraySpec]) -> None:
+    """Copy every array (laid out as ``arrays`` says) and then the manifest, last, from ``source``
+    to ``target``."""
     try:
         for name in sorted(source.names()):
-            array = source.array(name)
-            target.create(name, tuple(array.shape[1:]), str(array.dtype), source.chunk_rows(name))
-            step = target.write_unit(name)
-            for start in range(0, array.shape[0], step):
-                target.write(name, start, source.read(name, start, start + step))
+            a = arrays[name]
+            target.create(name, a.tail, a.dtype, a.chunk_rows, compress=a.compress)
+            step, length = target.write_unit(name), source.length(name)
+            for start in range(0, length, step):
+                target.write(name, start, source.read(name, start, min(start + step, length)))
         target.set_attr("manifest", source.get_attr("manifest"))
     finally:
         source.close()
@@ -615,7 +619,7 @@ class DryRunReport:
                  f"segments after dedup {self.segments}",
                  f"tokens {self.tokens} stored ({self.tokens_in_documents} in documents, "
                  f"{self.distinct_tokens} distinct)",
-                 "store size estimate (uncompressed; float16 compresses ~1.1x):"]
+                 "store size estimate (vectors are stored uncompressed):"]
         for choice, sizes in self.estimates.items():
             lines.append(f"  {choice:<6}" + "  ".join(f"{dt} {_human(b):>10}" for dt, b in sizes.items()))
         return "\n".join(lines)
@@ -652,7 +656,8 @@ def dry_run(input_path: str, bilm: BiLM, settings: PrecomputeSettings) -> DryRun
     for name, spec in choices.items():
         estimates[name] = {}
         for dtype in STORE_DTYPES:
-            table = len(types) * (proj * np.dtype(dtype).itemsize if spec.keeps_token_layer else 0)
+            table_dtype = get_encoding(dtype).table_dtype
+            table = len(types) * (proj * np.dtype(table_dtype).itemsize if spec.keeps_token_layer else 0)
             estimates[name][dtype] = (tokens * bytes_per_token_estimate(spec, 2 * proj, dtype)
                                       + table + type_bytes + 8 * len(types) + 24 * segments)
     return DryRunReport(stats.records, stats.rejected, segments, tokens, tokens_in, len(types), estimates)

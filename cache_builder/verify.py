@@ -1,4 +1,5 @@
-"""``verify``: read every chunk, check counts, recompute a sample of segments with the model."""
+"""``verify``: read every chunk of every array (each object must exist and pass its checksum),
+check counts, recompute a sample of segments with the model."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import torch
 
 from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.store import CorruptStoreError
+from cache_builder.store.encoding import get_encoding
 from cache_builder.tokenize import Tokenized, split_long
 from elmo import BiLM, load_bilm
 from elmo.weights import model_fingerprint
 
 # A recomputed (float32, CPU) segment may differ from the stored one by an absolute error for
 # the stored dtype, plus a share of its largest value for each reduced precision involved: the
-# store's float16, and the run's bfloat16 or float16 compute.
-ABSOLUTE_TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
-RELATIVE_TOLERANCE = {"float32": 0.0, "float16": 1e-2, "bfloat16": 5e-2}
+# store's encoding (int8: twice its stated bound, 1/254 of a token layer's largest value), and
+# the run's bfloat16 or float16 compute.
+ABSOLUTE_TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "int8": 2e-3}
+RELATIVE_TOLERANCE = {"float32": 0.0, "float16": 1e-2, "int8": 2 * get_encoding("int8").relative_error,
+                      "bfloat16": 5e-2}
 
 
 @dataclass
@@ -49,7 +53,12 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
         sample: segments to recompute (spread evenly over the store); 0 skips recomputing.
     """
     report = VerifyReport()
-    with open_cache(path) as cache:
+    try:
+        cache = open_cache(path)
+    except CorruptStoreError as e:  # an index array or a whole array is missing or damaged
+        report.problems.append(str(e))
+        return report
+    with cache:
         _read_all(cache, report)
         _check_counts(cache, report)
         if sample and not report.problems:
@@ -59,11 +68,11 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
 
 def _read_all(cache: EmbeddingCache, report: VerifyReport) -> None:
     store = cache.store
-    for name in sorted(store.names()):
-        step = store.chunk_rows(name)
-        for start in range(0, store.length(name), step):
+    for name in sorted(cache.arrays):  # the layout's arrays: open_cache checked that each exists
+        step, length = store.chunk_rows(name), store.length(name)
+        for start in range(0, length, step):
             try:
-                store.read(name, start, start + step)
+                store.read(name, start, min(start + step, length))
             except CorruptStoreError as e:
                 report.problems.append(str(e))
             report.chunks_read += 1
@@ -112,7 +121,8 @@ def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: Ve
                     parts.append(spec.apply(out.layers)[0, :, 0])  # (n_tokens, dim)
                 else:
                     parts.append(out.layers[list(spec.layers), 0])  # (n_layers_kept, n_tokens, dim)
-        expected = torch.cat(parts, dim=-2).to(getattr(torch, dtype)).float().numpy()
+        carrier = getattr(torch, get_encoding(dtype).carrier)  # int8: compared to float32, within its bound
+        expected = torch.cat(parts, dim=-2).to(carrier).float().numpy()
         stored = cache.segment_vectors(s).astype(np.float32)
         error = float(np.abs(stored - expected).max()) if stored.size else 0.0
         report.max_error = max(report.max_error, error)

@@ -4,10 +4,15 @@ Every backend (Zarr v3, HDF5) implements :class:`StoreReader` / :class:`StoreWri
 logical layout on top of them (which arrays, what they mean) lives in
 :mod:`cache_builder.store.layout` and is the same for all backends. Arrays grow along their
 first axis (tokens, segments, ...); the other axes are fixed at creation.
+
+A reader opens its files lazily per process: after a fork (``DataLoader`` workers) it reopens
+them rather than share the parent's handles, and it pickles as its path (workers started by
+spawn reopen it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,7 +23,8 @@ class StoreError(ValueError):
 
 
 class CorruptStoreError(StoreError):
-    """A chunk whose checksum (or decompression) fails: the store is damaged, not silently read."""
+    """A storage object that is missing, partial, or fails its checksum or decompression: the
+    store is damaged, and nothing is read in its place (never fill values)."""
 
 
 class StoreReader(Protocol):
@@ -32,14 +38,20 @@ class StoreReader(Protocol):
         """Rows (first-axis length) of array ``name``."""
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows ``[start, stop)`` of ``name``, reading only the chunks that hold them.
+        """Rows ``[start, stop)`` of ``name``, reading only the chunks that hold them. The result
+        may be a read-only view of a cached chunk: copy it before writing into it.
 
         Raises:
-            CorruptStoreError: a chunk fails its checksum.
+            CorruptStoreError: a chunk or object is missing, partial or fails its checksum, or
+                the rows pass the array's end.
         """
 
-    def array(self, name: str) -> Any:
-        """The backend's lazy array object (``shape``, ``dtype``, slicing), for dask."""
+    def read_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """``read`` of each ``(start, stop)`` range, fetching every chunk they touch once (one
+        round trip to a remote store): a batch of lookups grouped by chunk."""
+
+    def array(self, name: str) -> Rows:
+        """``name`` as a lazy array (``shape``, ``dtype``, slicing) reading through ``read``, for dask."""
 
     def chunk_rows(self, name: str) -> int:
         """Rows per chunk of ``name``."""
@@ -51,8 +63,10 @@ class StoreReader(Protocol):
 
 
 class StoreWriter(StoreReader, Protocol):
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int) -> None:
-        """A new empty array of rows shaped ``tail``, chunked every ``chunk_rows`` rows."""
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, *,
+               compress: bool = True) -> None:
+        """A new empty array of rows shaped ``tail``, chunked every ``chunk_rows`` rows; its chunks
+        compressed with the backend's codec when ``compress`` (every chunk is checksummed)."""
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         """Put ``data`` at rows ``[start, start + len(data))``, growing the array to its end."""
@@ -65,6 +79,23 @@ class StoreWriter(StoreReader, Protocol):
 
     def write_unit(self, name: str) -> int:
         """Rows per write that avoids read-modify-write of a storage object (a Zarr shard)."""
+
+
+class Rows:
+    """A store array as a lazy array-like (``shape``, ``dtype``, ``ndim``, row slicing) whose
+    reads go through :meth:`StoreReader.read`: checksums and holes are checked as for lookups."""
+
+    def __init__(self, store: StoreReader, name: str, shape: tuple[int, ...], dtype: np.dtype):
+        self.store, self.name = store, name
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows = key[0] if key else slice(None)
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            start, stop, _ = rows.indices(self.shape[0])
+            return self.store.read(self.name, start, max(start, stop))[(slice(None), *key[1:])]
+        return self.store.read(self.name)[key]
 
 
 class Appender:

@@ -5,7 +5,9 @@ Arrays (first axis grows; ``n_tokens`` is every stored token, duplicates removed
 ============== ================================ =============================================
 name           shape, dtype                     meaning
 ============== ================================ =============================================
-vectors        (n_tokens, n_vector_layers, dim)  contextual layers kept (or the one mixed layer)
+vectors        (n_tokens, n_vector_layers, dim)  contextual layers kept (or the one mixed layer),
+                                                 in the store's encoding (:mod:`.encoding`)
+vector_scale   (n_tokens, n_vector_layers) f16   int8 stores only: each token's scale per layer
 token_layer    (n_types, projection_dim)         layer 0 once per distinct token (if kept)
 token_row      (n_tokens,) int32                 each token's type: row of ``token_layer``
 token_spans    (n_tokens, 2) int32               (start, end) characters into the original text
@@ -23,21 +25,58 @@ entry_segment  (n_entries,) int64                segment of that document field
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cache_builder.layers import LayerSpec
+from cache_builder.store.encoding import get_encoding
 
 FORMAT_NAME = "elmo-cache"
-FORMAT_VERSION = 1
-CHUNK_BYTES = 1 << 20  # ~1 MB chunks: one lookup decompresses little, a shard holds 16
+# 2: vectors in small uncompressed chunks, every chunk written (a missing object is an error,
+# never the fill value), int8. Version-1 stores may lack all-zero chunks by design: re-run them.
+FORMAT_VERSION = 2
+
+# Chunk sizes, chosen with ``benchmarks/read.py`` (small ELMo shape, 2 cores): a lookup reads
+# every chunk its rows touch, so vector chunks stay small (a SQuAD context of ~150 tokens × 1 KB
+# touches 3-4 chunks of 64 rows); index arrays are read whole at open or in long runs.
+VECTOR_CHUNK_BYTES = 1 << 16
+INDEX_CHUNK_BYTES = 1 << 16
+
+# Arrays of vector data, written by tasks region by region and never appended: the plan creates
+# them at their final length, each task writes whole write units (``StoreWriter.write_unit``) of
+# its own. ``vectors`` and ``vector_scale`` share the token axis and one chunking (so one write
+# unit); ``token_layer`` has one row per distinct token type and is written by type tasks. Every
+# other array (index, ids, tokens, spans, type table, offsets) is written by the plan, appending.
+TASK_ARRAYS = frozenset({"vectors", "vector_scale", "token_layer"})
 
 
-def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name → (row shape, dtype) of every array a store with these settings has."""
-    arrays: dict[str, tuple[tuple[int, ...], str]] = {
-        "vectors": ((spec.n_vector_layers, dim), dtype),
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array: rows shaped ``tail`` of ``dtype``, ``chunk_rows`` per chunk, and whether its
+    chunks are compressed (index arrays compress 3-4x; activations ~1.1x, not worth a codec)."""
+
+    tail: tuple[int, ...]
+    dtype: str
+    chunk_rows: int
+    compress: bool
+
+
+def _rows(tail: tuple[int, ...], dtype: str, target: int, least: int) -> int:
+    """A power of two of rows near ``target`` bytes per chunk (at least ``least`` rows)."""
+    row_bytes = int(np.prod(tail, dtype=np.int64)) * np.dtype(dtype).itemsize
+    rows = max(least, target // max(row_bytes, 1))
+    return 1 << (rows.bit_length() - 1)
+
+
+def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> dict[str, ArraySpec]:
+    """Name → :class:`ArraySpec` of every array a store with these settings has."""
+    encoding = get_encoding(dtype)
+    per_token = encoding.arrays(spec.n_vector_layers, dim)
+    vector_rows = _rows(*per_token["vectors"], VECTOR_CHUNK_BYTES, 1)  # one chunking for the token axis
+    arrays = {name: ArraySpec(tail, dt, vector_rows, False) for name, (tail, dt) in per_token.items()}
+    index = {
         "token_row": ((), "int32"),
         "token_spans": ((2,), "int32"),
         "type_offsets": ((), "int64"),
@@ -50,19 +89,16 @@ def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> d
         "entry_field": ((), "int16"),
         "entry_segment": ((), "int64"),
     }
+    for name, (tail, dt) in index.items():
+        arrays[name] = ArraySpec(tail, dt, _rows(tail, dt, INDEX_CHUNK_BYTES, 256), True)
     if spec.keeps_token_layer:
-        arrays["token_layer"] = ((projection_dim,), dtype)
+        tail = (projection_dim,)
+        arrays["token_layer"] = ArraySpec(tail, encoding.table_dtype,
+                                          _rows(tail, encoding.table_dtype, VECTOR_CHUNK_BYTES, 1), False)
     return arrays
 
 
 OFFSET_ARRAYS = ("type_offsets", "segment_offsets", "doc_offsets", "doc_id_offsets")  # start with a 0 row
-
-
-def chunk_rows(tail: tuple[int, ...], dtype: str) -> int:
-    """A power of two near ``CHUNK_BYTES`` per chunk (at least 256 rows)."""
-    row_bytes = int(np.prod(tail, dtype=np.int64)) * np.dtype(dtype).itemsize
-    rows = max(256, CHUNK_BYTES // max(row_bytes, 1))
-    return 1 << (rows.bit_length() - 1)
 
 
 def decode_strings(utf8: np.ndarray, offsets: np.ndarray) -> list[str]:
@@ -80,7 +116,8 @@ def encode_strings(strings: list[str], start: int) -> tuple[np.ndarray, np.ndarr
 
 def bytes_per_token_estimate(spec: LayerSpec, dim: int, dtype: str) -> int:
     """Uncompressed bytes each token costs (vectors, type row, span), layer 0's table aside."""
-    return spec.n_vector_layers * dim * np.dtype(dtype).itemsize + 4 + 8
+    arrays = get_encoding(dtype).arrays(spec.n_vector_layers, dim).values()
+    return sum(int(np.prod(tail)) * np.dtype(dt).itemsize for tail, dt in arrays) + 4 + 8
 
 
 def manifest_kind(manifest: Any) -> str | None:

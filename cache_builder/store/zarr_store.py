@@ -1,16 +1,21 @@
-"""Zarr v3 backend: sharded arrays, blosc-zstd level 1 with byte shuffle, CRC32C per chunk.
+"""Zarr v3 backend: sharded arrays; vectors uncompressed, index arrays blosc-zstd level 1 with
+byte shuffle; CRC32C on every chunk and every shard index.
 
-Why this codec (measured by ``benchmarks/precompute.py`` on float16 activations of the small
-ELMo shape, 2 cores): blosc-zstd-1 + byte shuffle compresses ≈1.09x at ≈1 GB/s with blosc's
-threads; blosc-lz4 runs ≈17 GB/s but saves under 1%; plain zstd on one thread is ≈250 MB/s
-here, and bit shuffle or higher levels cost speed for less gain. The int32/int64 index arrays
-(spans, type rows, offsets) compress 3-4x with it. Compression stays far from the bottleneck:
-even 100k tokens/s of three 1024-wide float16 layers is ≈600 MB/s.
+Why no codec for vectors (measured with ``benchmarks/read.py`` and ``benchmarks/precompute.py``
+on the small ELMo shape, 2 cores): float16 activations compress only ≈1.09x with blosc-zstd-1 +
+shuffle (blosc-lz4 saves under 1%, stronger codecs cost speed for little more), int8 values
+about as little, while decompressing costs every lookup time: a lookup of a SQuAD context
+touches 3-4 chunks. The int32/int64 index arrays (spans, type rows, offsets) compress 3-4x, and
+are read whole at open or in long runs, so they keep the codec. Reads go through
+:mod:`.shards` (one read of each shard index, a decoded-chunk cache, batched fetches);
+writes through zarr.
 
-Sharding packs ``SHARD_CHUNKS`` chunks into one object, so a large store is hundreds of
-files, not tens of thousands, while lookups still read single chunks. Resume relies on
-zarr's local store writing each object atomically (temporary file + rename, zarr ≥ 3.1.3):
-a SIGKILL leaves every shard either old or new, never half written.
+Sharding packs ``SHARD_CHUNKS`` chunks into one object (≈16 MB with the layout's 64 KB vector
+chunks), so a 40M-token store is a few thousand objects, not hundreds of thousands, while
+lookups still read single chunks. Every chunk is written, all-zero ones too
+(``write_empty_chunks``): a missing chunk or object is then damage, and reads raise instead of
+returning the fill value. Resume relies on zarr's local store writing each object atomically
+(temporary file + rename, zarr ≥ 3.1.3): a SIGKILL leaves every shard either old or new.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ import numcodecs
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.storage import LocalStore
 
-from cache_builder.store.base import CorruptStoreError
+from cache_builder.store.base import CorruptStoreError, Rows
+from cache_builder.store.shards import ChunkCache, LocalObjects, ShardedArray, StoreObjects
 
-SHARD_CHUNKS = 16
-CODEC = "blosc-zstd-1-shuffle"
+SHARD_CHUNKS = 256
+CODEC = "vectors none, index arrays blosc-zstd-1-shuffle"
 CHECKSUM = "crc32c"
+CACHE_BYTES = 32 << 20  # decoded chunks kept per process: a few shards' worth of a sequential read
+WRITE_CONFIG = {"write_empty_chunks": True}
 
 numcodecs.blosc.set_nthreads(os.cpu_count() or 1)
 
@@ -39,17 +48,33 @@ class ZarrStore:
 
     def __init__(self, path: str, mode: str):
         """``mode``: "r" to read, "a" to create or continue."""
-        self.path = path
+        self.path, self.mode = path, mode
         try:
             self._group = zarr.open_group(path, mode=mode, zarr_format=3)
         except Exception as e:  # zarr raises several types for a missing or non-zarr path
             raise CorruptStoreError(f"{path}: not a readable Zarr v3 group ({e})") from None
+        store = self._group.store
+        self._objects = LocalObjects(str(store.root)) if isinstance(store, LocalStore) else StoreObjects(store)
+        self._cache = ChunkCache(CACHE_BYTES)
         self._arrays: dict[str, zarr.Array] = {}  # opening an array reads its metadata: do it once
+        self._readers: dict[str, ShardedArray] = {}
+
+    def __reduce__(self):  # a DataLoader worker started by spawn reopens the store
+        return type(self), (self.path, "r")
 
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = self._group[name]
+            try:
+                self._arrays[name] = self._group[name].with_config(WRITE_CONFIG)
+            except KeyError:
+                raise CorruptStoreError(f"{self.path}: array {name!r} is missing") from None
         return self._arrays[name]
+
+    def _reader(self, name: str) -> ShardedArray:
+        if name not in self._readers:
+            array = self._array(name)
+            self._readers[name] = ShardedArray(self._objects, array.path, array.metadata, self._cache)
+        return self._readers[name]
 
     def names(self) -> set[str]:
         return set(self._group.array_keys())
@@ -57,8 +82,9 @@ class ZarrStore:
     def length(self, name: str) -> int:
         return self._array(name).shape[0]
 
-    def array(self, name: str) -> zarr.Array:
-        return self._array(name)
+    def array(self, name: str) -> Rows:
+        reader = self._reader(name)
+        return Rows(self, name, reader.shape, reader.dtype)
 
     def chunk_rows(self, name: str) -> int:
         return self._array(name).chunks[0]
@@ -67,22 +93,29 @@ class ZarrStore:
         return self._array(name).shards[0]
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        try:
-            return self._array(name)[start:stop]
-        except Exception as e:
-            raise CorruptStoreError(f"{self.path}: array {name!r} rows {start}:{stop} cannot be "
-                                    f"read (checksum or decompression failed: {e})") from None
+        return self.read_ranges(name, [(start, self.length(name) if stop is None else stop)])[0]
+
+    def read_ranges(self, name: str, ranges) -> list[np.ndarray]:
+        return self._reader(name).read(ranges)
 
     def get_attr(self, key: str) -> Any | None:
         return self._group.attrs.get(key)
 
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int) -> None:
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, *,
+               compress: bool = True) -> None:
         typesize = np.dtype(dtype).itemsize
-        self._group.create_array(
+        codecs = [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize)] if compress else []
+        self._arrays[name] = self._group.create_array(
             name, shape=(0, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
-            shards=(chunk_rows * SHARD_CHUNKS, *tail), fill_value=0,
-            compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize),
-                         Crc32cCodec()])
+            shards=(chunk_rows * SHARD_CHUNKS, *tail), fill_value=0, compressors=[*codecs, Crc32cCodec()],
+            config=WRITE_CONFIG)
+
+    def _changed(self, name: str) -> None:
+        """Forget what was read of ``name`` before this process changed it."""
+        reader = self._readers.pop(name, None)
+        if reader is not None:
+            self._cache.drop(reader.path)
+            self._objects.forget(reader.path + "/")
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         array = self._array(name)
@@ -90,10 +123,12 @@ class ZarrStore:
         if end > array.shape[0]:
             array.resize((end, *array.shape[1:]))
         array[start:end] = data
+        self._changed(name)
 
     def truncate(self, name: str, length: int) -> None:
         array = self._array(name)
         array.resize((length, *array.shape[1:]))
+        self._changed(name)
 
     def set_attr(self, key: str, value: Any) -> None:
         if value is None:
@@ -102,4 +137,4 @@ class ZarrStore:
             self._group.attrs[key] = value
 
     def close(self) -> None:
-        pass
+        self._objects.close()
