@@ -214,7 +214,9 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--mix", help="collapse with normalized weights s0,s1,s2 (ELMo eq. 1)")
     which.add_argument("--mix-logits", help="collapse with raw scalar-mix weights (softmax-normalized)")
     p.add_argument("--gamma", type=float, default=1.0, help="scale of the mix (default 1)")
-    p.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="stored dtype")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32", "int8"),
+                   help="stored precision; int8: a float16 scale per token and layer, error at most "
+                        "1/254 of that token layer's largest value")
     p.add_argument("--format", choices=("zarr", "hdf5"), help="store backend (default: from the path)")
     p.add_argument("--tokenizer", default="auto", help="en, zh, whitespace or auto (default)")
     p.add_argument("--input-format", default="auto", help="jsonl, squad, text or auto (default)")

@@ -61,6 +61,9 @@ class EmbeddingCache:
             raise CorruptStoreError(f"{store.path}: arrays {absent} are missing from a complete store")
         self._dim = model["dim"]
         self._vector_arrays = list(self.encoding.arrays(self.spec.n_vector_layers, self._dim))
+        # where each kept layer comes from: None for layer 0's table, else its column of ``vectors``
+        self._sources = ([] if self.spec.mix is not None else
+                         [None if k == 0 else self.spec.vector_layers.index(k) for k in self.spec.layers])
         ids = decode_strings(store.read("doc_id_utf8"), store.read("doc_id_offsets"))
         self._doc_rows = {doc_id: i for i, doc_id in enumerate(ids)}
         self._doc_offsets = store.read("doc_offsets")
@@ -116,25 +119,26 @@ class EmbeddingCache:
         off = self._segment_offsets
         return [(int(off[s]), int(off[s + 1])) for s in segments]
 
-    def _read(self, ranges: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Token rows ``[a, b)`` per range → ``(n_layers_kept, n, dim)`` (``(n, dim)`` mixed) each,
-        every chunk they touch fetched once."""
+    def _shape(self, n_tokens: int) -> tuple[int, ...]:
+        return (n_tokens, self._dim) if self.spec.mix is not None else (len(self.spec.layers), n_tokens, self._dim)
+
+    def _fill(self, ranges: Sequence[tuple[int, int]], targets: Sequence[np.ndarray]) -> None:
+        """Token rows ``[a, b)`` of each range into its target, ``self._shape(b - a)``; every
+        chunk the ranges touch is fetched once."""
         parts = {name: self.store.read_ranges(name, ranges) for name in self._vector_arrays}
         rows = self.store.read_ranges("token_row", ranges) if self._table is not None else None
-        out = []
-        for i in range(len(ranges)):
+        for i, target in enumerate(targets):
             vectors = self.encoding.decode({name: p[i] for name, p in parts.items()})  # (n, n_vector_layers, dim)
             if self.spec.mix is not None:
-                out.append(np.array(vectors[:, 0]))  # a copy: reads may be views of cached chunks
+                target[...] = vectors[:, 0]
                 continue
-            layers = np.empty((len(self.spec.layers), len(vectors), self._dim), self.encoding.carrier)
-            for j, k in enumerate(self.spec.layers):
-                if k == 0:
-                    np.take(self._table, rows[i], axis=0, out=layers[j])
-                else:
-                    layers[j] = vectors[:, self.spec.vector_layers.index(k)]
-            out.append(layers)
-        return out
+            for j, source in enumerate(self._sources):
+                target[j] = self._table[rows[i]] if source is None else vectors[:, source]
+
+    def _read(self, ranges: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        targets = [np.empty(self._shape(b - a), self.encoding.carrier) for a, b in ranges]
+        self._fill(ranges, targets)
+        return targets
 
     def segment_vectors(self, segment: int) -> np.ndarray:
         """One segment: ``(n_layers_kept, n_tokens, dim)``, or ``(n_tokens, dim)`` when mixed."""
@@ -166,6 +170,28 @@ class EmbeddingCache:
             found = {name: next(arrays) for name in segments}
             out.append(next(iter(found.values())) if len(found) == 1 else found)
         return out
+
+    def lookup_batch(self, doc_ids: Sequence[str], field: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One field of each document, read straight into one zero-padded array.
+
+        Args:
+            doc_ids: the batch's documents.
+            field: the text field (may be omitted for one-field stores).
+
+        Returns:
+            ``vectors`` ``(batch, n_layers_kept, time, dim)`` (``(batch, time, dim)`` mixed),
+            zero past each document's end, and ``lengths`` ``(batch,)`` int64 tokens.
+        """
+        segments = [self._segment(doc_id, field) for doc_id in doc_ids]
+        if any(len(s) != 1 for s in segments):
+            raise KeyError(f"the store has fields {self.fields}: name one")
+        ranges = self._ranges([next(iter(s.values())) for s in segments])
+        lengths = np.array([b - a for a, b in ranges], dtype=np.int64)
+        vectors = np.empty((len(ranges), *self._shape(int(lengths.max(initial=0)))), self.encoding.carrier)
+        for b, n in enumerate(lengths.tolist()):
+            vectors[b, ..., n:, :] = 0
+        self._fill(ranges, [vectors[b, ..., :n, :] for b, n in enumerate(lengths.tolist())])
+        return vectors, lengths
 
     def tokens(self, doc_id: str, field: str | None = None) -> TokenView:
         """A field's tokens and character spans (``field`` may be omitted for one-field stores)."""
@@ -238,7 +264,12 @@ class _TokenRows:
 
 class CacheDataset:
     """``dataset[i]`` → (doc_id, ``torch.Tensor`` of one field's vectors) over documents in
-    store order; a ``torch.utils.data.Dataset`` (map-style)."""
+    store order; a ``torch.utils.data.Dataset`` (map-style).
+
+    A ``DataLoader`` fetches a whole batch with one ``__getitems__`` call: it is read grouped by
+    chunk into one zero-padded array (:meth:`EmbeddingCache.lookup_batch`), and each item is a
+    view of its row, which :func:`pad_collate` then hands over without copying.
+    """
 
     def __init__(self, cache: EmbeddingCache, field: str | None):
         if field is None and len(cache.fields) > 1:
@@ -253,11 +284,12 @@ class CacheDataset:
         return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list:
-        """A batch of items (``DataLoader`` fetches a batch with one call), read grouped by chunk."""
         import torch
 
         ids = [self.ids[i] for i in indices]
-        return [(doc_id, torch.from_numpy(v)) for doc_id, v in zip(ids, self.cache.lookup_many(ids, self.field))]
+        vectors, lengths = self.cache.lookup_batch(ids, self.field)
+        batch = torch.from_numpy(vectors)
+        return [(doc_id, batch[b, ..., :n, :]) for b, (doc_id, n) in enumerate(zip(ids, lengths.tolist()))]
 
 
 def pad_collate(items: list) -> dict[str, Any]:
@@ -270,17 +302,19 @@ def pad_collate(items: list) -> dict[str, Any]:
     import torch
 
     ids = [doc_id for doc_id, _ in items]
-    arrays = [v.numpy() for _, v in items]
-    time_axis = arrays[0].ndim - 2
-    lengths = np.array([a.shape[time_axis] for a in arrays])
-    shape = list(arrays[0].shape)
-    shape[time_axis] = int(lengths.max())
-    vectors = torch.empty((len(arrays), *shape), dtype=items[0][1].dtype)
-    if torch.utils.data.get_worker_info() is not None:
-        vectors.share_memory_()  # a worker's batch reaches the main process without another copy
-    out = vectors.numpy()  # copied by numpy: torch's per-op threads cost more than they save here
-    for b, (a, n) in enumerate(zip(arrays, lengths)):
-        out[b, ..., :n, :] = a
-        out[b, ..., n:, :] = 0
-    mask = torch.from_numpy(np.arange(shape[time_axis]) < lengths[:, None])
+    tensors = [v for _, v in items]
+    lengths = np.array([v.shape[-2] for v in tensors])
+    base = tensors[0]._base
+    if (base is not None and len(base) == len(tensors) and base.shape[-2] == lengths.max()
+            and all(v._base is base and v.dim() == base.dim() - 1 and v.data_ptr() == base[b].data_ptr()
+                    for b, v in enumerate(tensors))):
+        vectors = base  # the items are the rows of one padded batch (CacheDataset.__getitems__)
+    else:
+        vectors = torch.empty((len(tensors), *tensors[0].shape[:-2], int(lengths.max()), tensors[0].shape[-1]),
+                              dtype=tensors[0].dtype)
+        out = vectors.numpy()  # copied by numpy: torch's per-op threads cost more than they save here
+        for b, (v, n) in enumerate(zip(tensors, lengths)):
+            out[b, ..., :n, :] = v.numpy()
+            out[b, ..., n:, :] = 0
+    mask = torch.from_numpy(np.arange(vectors.shape[-2]) < lengths[:, None])
     return {"ids": ids, "vectors": vectors, "mask": mask}

@@ -164,8 +164,7 @@ def _hdf5_hole(store: Path, name: str) -> None:
             if key != name:
                 src.copy(data, dst, key)
                 continue
-            new = dst.create_dataset(key, shape=data.shape, maxshape=data.maxshape, dtype=data.dtype,
-                                     chunks=data.chunks, fletcher32=True)
+            new = dst.create_dataset_like(key, data)
             rows = data.chunks[0]
             for start in range(rows, data.shape[0], rows):
                 new[start : start + rows] = data[start : start + rows]

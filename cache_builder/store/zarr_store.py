@@ -7,8 +7,8 @@ shuffle (blosc-lz4 saves under 1%, stronger codecs cost speed for little more), 
 about as little, while decompressing costs every lookup time: a lookup of a SQuAD context
 touches 3-4 chunks. The int32/int64 index arrays (spans, type rows, offsets) compress 3-4x, and
 are read whole at open or in long runs, so they keep the codec. Reads go through
-:mod:`.shards` (one read of each shard index, a decoded-chunk cache, batched fetches);
-writes through zarr.
+:mod:`.chunks` and :mod:`.shards` (one read of each shard index, a decoded-chunk cache,
+batched fetches); writes through zarr.
 
 Sharding packs ``SHARD_CHUNKS`` chunks into one object (≈16 MB with the layout's 64 KB vector
 chunks), so a 40M-token store is a few thousand objects, not hundreds of thousands, while
@@ -30,7 +30,8 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.storage import LocalStore
 
 from cache_builder.store.base import CorruptStoreError, Rows
-from cache_builder.store.shards import ChunkCache, LocalObjects, ShardedArray, StoreObjects
+from cache_builder.store.chunks import ChunkCache, ChunkedArray
+from cache_builder.store.shards import LocalObjects, ShardedChunks, StoreObjects
 
 SHARD_CHUNKS = 256
 CODEC = "vectors none, index arrays blosc-zstd-1-shuffle"
@@ -57,7 +58,7 @@ class ZarrStore:
         self._objects = LocalObjects(str(store.root)) if isinstance(store, LocalStore) else StoreObjects(store)
         self._cache = ChunkCache(CACHE_BYTES)
         self._arrays: dict[str, zarr.Array] = {}  # opening an array reads its metadata: do it once
-        self._readers: dict[str, ShardedArray] = {}
+        self._readers: dict[str, ChunkedArray] = {}
 
     def __reduce__(self):  # a DataLoader worker started by spawn reopens the store
         return type(self), (self.path, "r")
@@ -70,10 +71,12 @@ class ZarrStore:
                 raise CorruptStoreError(f"{self.path}: array {name!r} is missing") from None
         return self._arrays[name]
 
-    def _reader(self, name: str) -> ShardedArray:
+    def _reader(self, name: str) -> ChunkedArray:
         if name not in self._readers:
             array = self._array(name)
-            self._readers[name] = ShardedArray(self._objects, array.path, array.metadata, self._cache)
+            chunks = ShardedChunks(self._objects, array.path, array.metadata)
+            self._readers[name] = ChunkedArray(name, chunks.shape, chunks.dtype, chunks.chunk_rows, chunks,
+                                               self._cache)
         return self._readers[name]
 
     def names(self) -> set[str]:
@@ -112,10 +115,9 @@ class ZarrStore:
 
     def _changed(self, name: str) -> None:
         """Forget what was read of ``name`` before this process changed it."""
-        reader = self._readers.pop(name, None)
-        if reader is not None:
-            self._cache.drop(reader.path)
-            self._objects.forget(reader.path + "/")
+        if self._readers.pop(name, None) is not None:
+            self._cache.drop(name)
+            self._objects.forget(self._array(name).path + "/")
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         array = self._array(name)
