@@ -108,9 +108,9 @@ def _squad_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
             if isinstance(paragraph, InputError):
                 yield None, "", paragraph, None
                 continue
+            context = paragraph.get("context") if isinstance(paragraph, dict) else None
             for q, qa in enumerate(_members(path, paragraph, "qas", f"data[{a}].paragraphs[{p}]")):
-                yield None, f"data[{a}].paragraphs[{p}].qas[{q}]", qa, paragraph.get("context") \
-                    if isinstance(paragraph, dict) else None
+                yield None, f"data[{a}].paragraphs[{p}].qas[{q}]", qa, context
 
 
 def _members(path: Path, parent: Any, key: str, where: str) -> list[Any]:
@@ -126,8 +126,9 @@ _SOURCES = {"jsonl": _jsonl_questions, "squad": _squad_questions}
 def _answer_list(value: Any) -> Any:
     """``answers`` as a list of ``{text, answer_start}``; Hugging Face's ``squad`` layout (a dict of
     two lists) is accepted too."""
-    if isinstance(value, dict) and isinstance(value.get("text"), list) and isinstance(value.get("answer_start"), list):
-        return [{"text": t, "answer_start": s} for t, s in zip(value["text"], value["answer_start"])]
+    texts, starts = (value.get("text"), value.get("answer_start")) if isinstance(value, dict) else (None, None)
+    if isinstance(texts, list) and isinstance(starts, list) and len(texts) == len(starts):
+        return [{"text": t, "answer_start": s} for t, s in zip(texts, starts)]
     return value
 
 
@@ -147,7 +148,9 @@ def _question(path: Path, line: int | None, where: str, qa: Any, context: Any) -
     if impossible:  # SQuAD v2.0 keeps its distractors under plausible_answers
         return found
     answers = _answer_list(qa.get("answers"))
-    if not isinstance(answers, list) or not answers:
+    if not isinstance(answers, list):
+        raise found.error("must be a list of {text, answer_start} objects")
+    if not answers:
         raise found.error("no answers, and the question is not is_impossible")
     parsed = []
     for i, answer in enumerate(answers):

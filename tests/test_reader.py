@@ -190,6 +190,7 @@ def test_bad_answer_files_name_file_line_and_field(tmp_path: Path, stores):
         {"id": "q5", "is_impossible": "false", "answers": []},
         {"id": "q1", "answers": {"text": ["b"], "answer_start": [2]}},  # Hugging Face layout, duplicate id
         {"id": "q6", "answers": {"text": ["b"], "answer_start": [2]}},
+        {"id": "q7", "answers": "b"},
     ])
     with pytest.raises(InputError, match=rf"^{path}:2: malformed JSON"):
         list(read_answers(path))
@@ -203,6 +204,7 @@ def test_bad_answer_files_name_file_line_and_field(tmp_path: Path, stores):
         f"{path}:5: field answers[0].answer_start: must be a non-negative integer, got -1",
         f"{path}:6: field is_impossible: must be true or false, got 'false'",
         f"{path}:7: field id: duplicate question id 'q1'",
+        f"{path}:9: field answers: must be a list of {{text, answer_start}} objects",
     ]
 
     squad = json.loads(json.dumps(SQUAD_V11))
