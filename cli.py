@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("elmo_cache").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         return args.run(args)
     except (ValueError, KeyError, OSError) as e:
