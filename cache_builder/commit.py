@@ -44,7 +44,9 @@ class Existing:
 
 
 def _fs(path: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
-    return fsspec.core.url_to_fs(path, **(storage_options or {}))
+    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    fs.invalidate_cache()  # other processes write here: never trust a cached listing
+    return fs, root
 
 
 def inspect(path: str, fmt: str, storage_options: dict[str, Any] | None = None) -> Existing:
