@@ -43,6 +43,7 @@ from cache_builder.store.layout import (FORMAT_NAME, FORMAT_VERSION, OFFSET_ARRA
                                         encode_strings)
 from cache_builder.tokenize import Tokenized, Tokenizer, get_tokenizer, split_long, tokenize_field
 from elmo import BiLM
+from elmo.models import model_record
 from elmo.runtime import DTYPES, resolve_device, resolve_dtype
 from elmo.weights import model_fingerprint
 
@@ -430,15 +431,13 @@ def run_identity(manifest_like: dict[str, Any]) -> dict[str, Any]:
 
 
 def _manifest_head(input_path: str, bilm: BiLM, settings: PrecomputeSettings, tokenizer: Tokenizer,
-                   fmt: str, model_files: tuple[str, str] | None) -> dict[str, Any]:
+                   fmt: str, model_files: dict[str, Any] | tuple[str, str] | None) -> dict[str, Any]:
     codec, checksum = CODECS[fmt]
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool_version": tool_version(),
         "complete": True,
         "backend": {"format": fmt, "codec": codec, "checksum": checksum},
-        "model": {"fingerprint": model_fingerprint(bilm),
-                  "options": model_files[0] if model_files else None,
-                  "weights": model_files[1] if model_files else None,
+        "model": {"fingerprint": model_fingerprint(bilm), **model_record(bilm, model_files),
                   "n_layers": bilm.options.lstm.n_layers + 1,
                   "dim": 2 * bilm.options.lstm.projection_dim,
                   "projection_dim": bilm.options.lstm.projection_dim},
@@ -463,7 +462,7 @@ def _records(input_path: str, settings: PrecomputeSettings, stats: ReadStats,
 
 def precompute(input_path: str, store_path: str, bilm: BiLM, settings: PrecomputeSettings, *,
                device: str | None = None, format: str | None = None, overwrite: bool = False,
-               model_files: tuple[str, str] | None = None, rejects_path: str | None = None,
+               model_files: dict[str, Any] | tuple[str, str] | None = None, rejects_path: str | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Embed every record of ``input_path`` and write a complete store at ``store_path``.
 
@@ -473,7 +472,8 @@ def precompute(input_path: str, store_path: str, bilm: BiLM, settings: Precomput
         device: "cpu", "cuda", "cuda:N"; default a GPU when present.
         format: "zarr" or "hdf5"; default from the path (``.h5``/``.hdf5`` → HDF5).
         overwrite: replace a store written with other settings (else refuse).
-        model_files: (options.json, weights.hdf5) paths, recorded for ``verify``.
+        model_files: where the model came from, recorded for ``verify``: the record
+            ``elmo.models.load_model`` returns, or an (options.json, weights.hdf5) pair.
         rejects_path: where ``on_error="skip"`` writes rejected records with their reasons.
 
     Returns:

@@ -10,7 +10,8 @@ import torch
 from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.store import CorruptStoreError
 from cache_builder.tokenize import Tokenized, split_long
-from elmo import BiLM, load_bilm
+from elmo import BiLM
+from elmo.models import load_recorded_model
 from elmo.weights import model_fingerprint
 
 # A recomputed (float32, CPU) segment may differ from the stored one by an absolute error for
@@ -45,7 +46,7 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
 
     Args:
         path: the store.
-        bilm: the model it was built with; default: the options/weights paths in its manifest.
+        bilm: the model it was built with; default: the model its manifest records.
         sample: segments to recompute (spread evenly over the store); 0 skips recomputing.
     """
     report = VerifyReport()
@@ -89,11 +90,11 @@ def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:
 def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: VerifyReport) -> None:
     model = cache.manifest["model"]
     if bilm is None:
-        if not model["options"] or not model["weights"]:
-            report.problems.append("cannot recompute: the manifest records no model files; pass "
-                                   "--options and --weights")
-            return
-        bilm = load_bilm(model["options"], model["weights"])
+        bilm = load_recorded_model(model)
+    if bilm is None:
+        report.problems.append("cannot recompute: the manifest records no model; pass --model, or "
+                               "--options and --weights")
+        return
     if model_fingerprint(bilm) != model["fingerprint"]:
         report.problems.append("the model given is not the one the store was built with (fingerprint differs)")
         return
