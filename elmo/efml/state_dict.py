@@ -29,7 +29,7 @@ total, w the word dimension:
 
 from __future__ import annotations
 
-import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,12 +58,15 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise EfmlFormatError(f"{path}: file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), str(e)[:200])
-        raise EfmlFormatError(f"{path}: holds objects other than tensors, which could run code when "
-                              f"loaded; refused ({refused})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise EfmlFormatError(f"{path}: not a readable torch state dict: {e}") from None
+    except Exception as e:  # whatever torch raises, name the file; never suggest a full unpickle
+        message = " ".join(str(e).split())
+        refused = re.search(r"Unsupported global: GLOBAL \S+", message)
+        if refused:  # torch's restricted unpickler met an object that is not a tensor
+            raise EfmlFormatError(f"{path}: holds objects other than tensors, which could run code when "
+                                  f"loaded; refused ({refused[0]})") from None
+        reason = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", message)
+        raise EfmlFormatError(f"{path}: not a readable torch state dict ({type(e).__name__}: "
+                              f"{reason[1] if reason else message[:200]})") from None
     if not isinstance(state, Mapping):
         raise EfmlFormatError(f"{path}: holds a {type(state).__name__}, not a state dict (names → tensors)")
     for key, value in state.items():
@@ -142,6 +145,10 @@ def copy_state_dict(entries: list[WeightEntry], path: str | Path, architecture: 
             architecture JSON and dictionaries) requires, when the two do not fit.
     """
     state = read_state_dict(path)
+    unexpected = sorted(set(state) - {e.name for e in entries})
+    if unexpected:
+        raise EfmlFormatError(f"{path}: keys {unexpected} are not part of the model {architecture} "
+                              "describes (more layers, filters or embeddings than it says?)")
     for entry in entries:
         if entry.name not in state:
             raise EfmlFormatError(f"{path}: key {entry.name!r} is missing (shape {entry.shape} "
@@ -150,10 +157,6 @@ def copy_state_dict(entries: list[WeightEntry], path: str | Path, architecture: 
         if shape != entry.shape:
             raise EfmlFormatError(f"{path}: key {entry.name!r} has shape {shape}, but {architecture} "
                                   f"requires {entry.shape}")
-    unexpected = sorted(set(state) - {e.name for e in entries})
-    if unexpected:
-        raise EfmlFormatError(f"{path}: keys {unexpected} are not part of the model {architecture} "
-                              "describes (more layers or filters than it says?)")
     for entry in entries:
         entry.write(state[entry.name].float().numpy())
 
