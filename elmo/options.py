@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmo.schemas import schema_errors
+from elmo.schemas import read_json, schema_errors
 
 
 class OptionsError(ValueError):
@@ -102,14 +102,7 @@ class BiLMOptions:
 
     @classmethod
     def from_file(cls, path: str | Path) -> BiLMOptions:
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except FileNotFoundError:
-            raise OptionsError(f"{path}: options file not found") from None
-        except json.JSONDecodeError as e:
-            raise OptionsError(f"{path}: line {e.lineno}: not valid JSON: {e.msg}") from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_json(path, OptionsError, "options file"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The published ``options.json`` layout (inverse of :meth:`from_dict`); the keys of

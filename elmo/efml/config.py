@@ -16,7 +16,6 @@ Only the ``cnn`` token embedder with the ``elmo`` encoder is supported: the orig
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from elmo.efml import EfmlFormatError
 from elmo.options import BiLMOptions
-from elmo.schemas import schema_errors
+from elmo.schemas import read_json, schema_errors
 
 SAMPLE_CONFIGS = Path(__file__).resolve().parent / "configs"
 CONFIG_JSON = "config.json"
@@ -33,15 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def _read_json_object(path: Path, what: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise EfmlFormatError(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as e:
-        raise EfmlFormatError(f"{path}: line {e.lineno}: not valid JSON: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise EfmlFormatError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    raw = read_json(path, EfmlFormatError, what)
     if not isinstance(raw, dict):
         raise EfmlFormatError(f"{path}: expected a JSON object, found {type(raw).__name__}")
     return raw
