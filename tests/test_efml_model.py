@@ -174,3 +174,12 @@ def test_fingerprint_covers_the_dictionaries(model, tmp_path: Path):
     assert model_fingerprint(original) != model_fingerprint(swapped)
     assert not torch.equal(original.embed([["苹果"]]).layers, swapped.embed([["苹果"]]).layers)
     assert torch.equal(original.embed([["cat"]]).layers, swapped.embed([["cat"]]).layers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_outputs_match_the_cpu(model):
+    cpu = load_bilm(model.folder).embed(SENTENCES).layers
+    gpu = load_bilm(model.folder, device="cuda")
+    batch = gpu.prepare(SENTENCES).pin_memory().to("cuda")  # the path precompute feeds
+    with torch.inference_mode():
+        assert (gpu(batch).layers.cpu() - cpu).abs().max() <= 1e-5
