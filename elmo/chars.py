@@ -5,8 +5,8 @@ character ids for the char CNN and names the strings that stand for sentence bou
 :class:`Utf8Chars` is the published convention described below; ELMoForManyLangs models map
 Unicode code points through a per-model dictionary (:mod:`elmo.efml.vocab`).
 
-In the published convention a token's characters are its UTF-8 bytes (0–255) plus five special ids; every id is shifted
-by +1 so that 0 means "no token here" (the mask). A token becomes
+In the published convention a token's characters are its UTF-8 bytes (0–255) plus five
+special ids; every id is shifted by +1 so that 0 means "no token here" (the mask). A token becomes
 ``[bow, byte_0, ..., byte_k, eow, pad, ...]`` of ``max_characters`` ids, keeping at most
 ``max_characters - 2`` bytes. The sentence boundaries ``<S>`` / ``</S>`` are the
 one-"character" words ``[bow, bos | eos, eow, pad, ...]``.

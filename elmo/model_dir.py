@@ -16,8 +16,8 @@ from pathlib import Path
 from elmo.bilm import BiLM
 from elmo.char_cnn import CharCNN
 from elmo.efml.dic import write_dic
-from elmo.efml.vocab import read_vocabularies
-from elmo.options import BiLMOptions, CharCNNOptions, OptionsError
+from elmo.efml.vocab import read_token_encoder
+from elmo.options import BiLMOptions, CharCNNOptions
 from elmo.weights import load_weights, save_weights
 
 OPTIONS_JSON, WEIGHTS_HDF5 = "options.json", "weights.hdf5"
@@ -26,8 +26,7 @@ OPTIONS_JSON, WEIGHTS_HDF5 = "options.json", "weights.hdf5"
 # files of a model directory: None means the published char CNN.
 ENCODER_READERS: dict[str, Callable[[Path, CharCNNOptions, int], CharCNN | None]] = {
     "utf8": lambda folder, options, output_dim: None,
-    "elmoformanylangs": lambda folder, options, output_dim: CharCNN(
-        options, output_dim, *read_vocabularies(folder, options.max_characters_per_token, options.word_dim)),
+    "elmoformanylangs": read_token_encoder,
 }
 
 
@@ -40,12 +39,6 @@ def load_model_dir(folder: str | Path, *, stateful: bool = False) -> BiLM:
     folder = Path(folder)
     options = BiLMOptions.from_file(folder / OPTIONS_JSON)
     encoder = ENCODER_READERS[options.char_cnn.characters](folder, options.char_cnn, options.lstm.projection_dim)
-    if encoder is not None:
-        sizes = {"n_characters": encoder.chars.n_ids, "n_words": encoder.words.n_ids if encoder.words else 0}
-        for key, size in sizes.items():
-            if getattr(options.char_cnn, key) != size:
-                raise OptionsError(f"{folder / OPTIONS_JSON}: char_cnn {key} is "
-                                   f"{getattr(options.char_cnn, key)}, but the dictionary in {folder} has {size} entries")
     bilm = BiLM(options, token_encoder=encoder, stateful=stateful)
     load_weights(bilm, folder / WEIGHTS_HDF5)
     return bilm.eval()

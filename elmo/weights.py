@@ -41,7 +41,7 @@ def _host_float32(tensor: torch.Tensor) -> np.ndarray:
 
 
 def tensor_entry(name: str, tensor: torch.Tensor, to_file: Callable[[np.ndarray], np.ndarray] = lambda a: a,
-                  from_file: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> WeightEntry:
+                 from_file: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> WeightEntry:
     """An entry stored in ``tensor`` (a parameter or a view of one), with layout conversions."""
     file_shape = to_file(np.empty(tuple(tensor.shape), dtype=np.float32)).shape
 
@@ -75,8 +75,8 @@ def char_cnn_entries(cnn: CharCNN) -> list[WeightEntry]:
     for i, conv in enumerate(cnn.convs):
         # TF conv2d kernel (1, width, in, out) ↔ torch Conv1d (out, in, width).
         entries.append(tensor_entry(f"CNN/W_cnn_{i}", conv.weight,
-                                     to_file=lambda a: a.transpose(2, 1, 0)[None],
-                                     from_file=lambda a: a[0].transpose(2, 1, 0)))
+                                    to_file=lambda a: a.transpose(2, 1, 0)[None],
+                                    from_file=lambda a: a[0].transpose(2, 1, 0)))
         entries.append(tensor_entry(f"CNN/b_cnn_{i}", conv.bias))
     hw = cnn.highway
     for k in range(hw.w_transform.shape[0]):
@@ -84,7 +84,7 @@ def char_cnn_entries(cnn: CharCNN) -> list[WeightEntry]:
             entries.append(tensor_entry(f"CNN_high_{k}/W_{part}", getattr(hw, f"w_{part}")[k]))
             entries.append(tensor_entry(f"CNN_high_{k}/b_{part}", getattr(hw, f"b_{part}")[k]))
     entries.append(tensor_entry("CNN_proj/W_proj", cnn.projection.weight, to_file=np.transpose,
-                                 from_file=np.transpose))
+                                from_file=np.transpose))
     entries.append(tensor_entry("CNN_proj/b_proj", cnn.projection.bias))
     return entries
 

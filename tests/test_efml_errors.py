@@ -15,6 +15,7 @@ import cli
 from elmo import load_bilm
 from elmo.efml import EfmlFormatError
 from elmo.efml.dic import DictionaryError
+from elmo.efml.loader import convert_efml
 from tests.efml_models import tiny_architecture, write_efml_model
 
 
@@ -146,3 +147,14 @@ def test_truncated_or_foreign_pickle_is_named(model_dir: Path, data: bytes | Non
     path.write_bytes(path.read_bytes()[:300] if data is None else data)
     with pytest.raises(EfmlFormatError, match=f"^{path}: not a readable torch state dict"):
         load_bilm(model_dir)
+
+
+def test_converted_directory_with_other_dictionaries_is_named(model_dir: Path, tmp_path: Path):
+    converted = convert_efml(model_dir, tmp_path / "converted")
+    with open(converted / "word.dic", "a", encoding="utf-8") as f:
+        f.write("新词\t16\n")
+    with pytest.raises(DictionaryError, match=f"^{converted / 'word.dic'}: has 17 entries, but the options.json"):
+        load_bilm(converted)
+    (converted / "char.dic").unlink()
+    with pytest.raises(DictionaryError, match=f"^{converted / 'char.dic'}: file not found"):
+        load_bilm(converted)

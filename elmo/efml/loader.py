@@ -41,7 +41,8 @@ def load_efml(model_dir: str | Path, *, stateful: bool = False) -> BiLM:
     options = architecture_options(architecture, chars.n_ids, words.n_ids if words else 0, config)
     encoder = CharCNN(options.char_cnn, options.lstm.projection_dim, chars=chars, words=words)
     bilm = BiLM(options, token_encoder=encoder, stateful=stateful)
-    fits = f"{config} with its dictionaries ({chars.n_ids} characters" + (f", {words.n_ids} words)" if words else ")")
+    sizes = f"{chars.n_ids} characters" + (f", {words.n_ids} words" if words else "")
+    fits = f"{config} with its dictionaries ({sizes})"
     copy_state_dict(token_embedder_entries(encoder), model_dir / TOKEN_EMBEDDER_PKL, fits)
     copy_state_dict(encoder_entries(bilm.lstm), model_dir / ENCODER_PKL, fits)
     bilm.clear_type_memo()

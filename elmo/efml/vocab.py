@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from elmo.char_cnn import CharCNN
 from elmo.efml.dic import DictionaryError, read_dic
+from elmo.options import CharCNNOptions
 
 BOS, EOS, OOV, PAD, BOW, EOW = "<bos>", "<eos>", "<oov>", "<pad>", "<bow>", "<eow>"
 CHAR_SPECIALS = (BOS, EOS, OOV, PAD, BOW, EOW)
@@ -36,9 +38,9 @@ def _require(table: dict[str, int], names: Sequence[str], source: str | Path) ->
                               f"{list(names)} must be there)")
 
 
-def _truncated(token: str, max_characters: int, boundaries: tuple[str, str]) -> str:
-    """The code points of ``token`` the model reads (boundary tokens are never cut)."""
-    return token if token in boundaries else token[: max_characters - 2]
+def _truncated(token: str, max_characters: int) -> str:
+    """The code points of ``token`` the model reads (the boundary tokens are never cut)."""
+    return token if token in (BOS, EOS) else token[: max_characters - 2]
 
 
 class EfmlChars:
@@ -70,7 +72,7 @@ class EfmlChars:
             if token in self.boundary_tokens:
                 body = [table[token]]
             else:
-                body = [table.get(c, oov) for c in _truncated(token, self.max_characters, self.boundary_tokens)]
+                body = [table.get(c, oov) for c in _truncated(token, self.max_characters)]
             out[i, 1 : 1 + len(body)] = body
             out[i, 1 + len(body)] = table[BOW]
         return out
@@ -97,14 +99,15 @@ class EfmlWords:
 
     def ids(self, tokens: Sequence[str]) -> np.ndarray:
         """``(n_tokens,)`` int32."""
-        cut = (_truncated(t, self.max_characters, EfmlChars.boundary_tokens) for t in tokens)
+        cut = (_truncated(t, self.max_characters) for t in tokens)
         return np.fromiter((self.table.get(t, self.oov_id) for t in cut), dtype=np.int32, count=len(tokens))
 
     def vocabularies(self) -> dict[str, dict[str, int]]:
         return {WORD_DIC: self.table}
 
 
-def read_vocabularies(folder: str | Path, max_characters: int, word_dim: int) -> tuple[EfmlChars, EfmlWords | None]:
+def read_vocabularies(folder: str | Path, max_characters: int,
+                      word_dim: int) -> tuple[EfmlChars, EfmlWords | None]:
     """``char.dic`` and, for a model with a word embedding, ``word.dic`` of a model directory.
 
     Raises:
@@ -114,3 +117,19 @@ def read_vocabularies(folder: str | Path, max_characters: int, word_dim: int) ->
     chars = EfmlChars(read_dic(chars_file), max_characters, chars_file)
     words = EfmlWords(read_dic(words_file), max_characters, words_file) if word_dim else None
     return chars, words
+
+
+def read_token_encoder(folder: str | Path, options: CharCNNOptions, output_dim: int) -> CharCNN:
+    """The token encoder of a model directory of ours with these conventions (its weights not
+    yet loaded); the dictionaries must have the sizes its options record.
+
+    Raises:
+        DictionaryError: a dictionary is missing, malformed, or of another size.
+    """
+    chars, words = read_vocabularies(folder, options.max_characters_per_token, options.word_dim)
+    for name, found, expected in ((CHAR_DIC, chars.n_ids, options.n_characters),
+                                  (WORD_DIC, words.n_ids if words else 0, options.n_words)):
+        if found != expected:
+            raise DictionaryError(f"{Path(folder, name)}: has {found} entries, but the options.json "
+                                  f"beside it was written for {expected}")
+    return CharCNN(options, output_dim, chars, words)
