@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from elmo.bilm import BiLM, TokenEncoder
+from elmo.efml.config import CONFIG_JSON
 from elmo.efml.loader import load_efml
 from elmo.model_dir import OPTIONS_JSON, load_model_dir
 from elmo.options import BiLMOptions
@@ -37,7 +38,7 @@ FAMILIES = {"utf8": "elmo", "elmoformanylangs": "elmoformanylangs"}
 # Directory formats by the file that marks them, each with its loader.
 DIRECTORY_FORMATS: dict[str, Callable[..., BiLM]] = {
     OPTIONS_JSON: load_model_dir,
-    "config.json": load_efml,
+    CONFIG_JSON: load_efml,
 }
 
 
@@ -53,6 +54,8 @@ def load_directory(folder: str | Path, *, stateful: bool = False) -> BiLM:
         ValueError: the folder is neither (or looks like both).
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such model directory")
     markers = [name for name in DIRECTORY_FORMATS if (folder / name).is_file()]
     if len(markers) != 1:
         found = "both " + " and ".join(markers) if markers else "neither options.json nor config.json"
