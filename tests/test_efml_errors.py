@@ -158,3 +158,11 @@ def test_converted_directory_with_other_dictionaries_is_named(model_dir: Path, t
     (converted / "char.dic").unlink()
     with pytest.raises(DictionaryError, match=f"^{converted / 'char.dic'}: file not found"):
         load_bilm(converted)
+
+
+def test_classifier_pickle_is_never_read(model_dir: Path, tmp_path: Path):
+    """Training's optional classifier.pkl plays no part at inference, even a hostile one."""
+    marker = tmp_path / "code-ran"
+    torch.save(OrderedDict(weight=CreatesAFile(marker)), model_dir / "classifier.pkl")
+    assert load_bilm(model_dir).embed([["苹果"]]).layers.shape == (3, 1, 1, 16)
+    assert not marker.exists()
