@@ -44,6 +44,18 @@ def load_model_dir(folder: str | Path, *, stateful: bool = False) -> BiLM:
     return bilm.eval()
 
 
+def require_free(out_dir: str | Path) -> Path:
+    """``out_dir``, which must not exist or be an empty directory.
+
+    Raises:
+        FileExistsError: it holds something (which is left alone).
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: already exists and is not an empty directory; choose a new one")
+    return out
+
+
 def save_model_dir(bilm: BiLM, out_dir: str | Path) -> Path:
     """Write ``bilm`` as a model directory at ``out_dir``, which must not exist or be empty.
 
@@ -53,9 +65,7 @@ def save_model_dir(bilm: BiLM, out_dir: str | Path) -> Path:
     Raises:
         FileExistsError: ``out_dir`` exists and is not an empty directory (nothing is touched).
     """
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out}: already exists and is not an empty directory; choose a new one")
+    out = require_free(out_dir)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     staging.mkdir()
     try:

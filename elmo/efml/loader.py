@@ -20,7 +20,7 @@ from elmo.efml.config import architecture_options, read_architecture, resolve_co
 from elmo.efml.state_dict import (ENCODER_PKL, TOKEN_EMBEDDER_PKL, copy_state_dict, encoder_entries,
                                   token_embedder_entries)
 from elmo.efml.vocab import read_vocabularies
-from elmo.model_dir import save_model_dir
+from elmo.model_dir import require_free, save_model_dir
 
 
 def load_efml(model_dir: str | Path, *, stateful: bool = False) -> BiLM:
@@ -53,4 +53,5 @@ def convert_efml(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the model of an ELMoForManyLangs directory as a model directory of ours
     (``options.json``, ``weights.hdf5``, ``char.dic``, ``word.dic``): later loads read no pickle
     and give the same outputs bit for bit. Returns ``out_dir``."""
+    require_free(out_dir)  # before the load, which takes a while for a full-size model
     return save_model_dir(load_efml(model_dir), out_dir)
