@@ -20,6 +20,13 @@ def _read_sentences(stream: TextIO) -> Iterator[list[str]]:
         yield line.split()
 
 
+def _add_model(p: argparse.ArgumentParser, default: str = "the bundled default model") -> None:
+    p.add_argument("--model", metavar="DIR", help="a model directory: ours (options.json + weights.hdf5) or "
+                                                  f"an ELMoForManyLangs one such as zhs.model (default: {default})")
+    p.add_argument("--options", help="a published options.json, with --weights, instead of --model")
+    p.add_argument("--weights", help="the published weights.hdf5 that goes with --options")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
@@ -65,8 +72,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
                        description="Smoke tool: one sentence per line (tokens separated by spaces); "
                                    "prints (n_layers, n_tokens, dim) and mean vector norms per layer.")
     p.add_argument("input", nargs="?", default="-", help="text file, or - for standard input (default)")
-    p.add_argument("--options", help="the model's options.json (default: the bundled default model)")
-    p.add_argument("--weights", help="the model's weights.hdf5 (default: the bundled default model)")
+    _add_model(p)
     p.add_argument("--batch-size", type=int, default=64)
     _add_device(p)
     _add_compute_dtype(p)
@@ -161,16 +167,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    """--options/--weights when given, else the bundled default model; returns (bilm, files)."""
-    from elmo import load_bilm, load_default_bilm
+    """--model, or --options/--weights, else the bundled default model; returns (bilm, its record)."""
+    from elmo.models import load_model
 
-    if bool(args.options) != bool(args.weights):
-        raise ValueError("pass both --options and --weights, or neither (the bundled default model)")
-    if args.options:
-        return load_bilm(args.options, args.weights), (os.path.abspath(args.options), os.path.abspath(args.weights))
-    from elmo.bilm import DEFAULT_MODEL_DIR
-
-    return load_default_bilm(), (str(DEFAULT_MODEL_DIR / "options.json"), str(DEFAULT_MODEL_DIR / "weights.hdf5"))
+    return load_model(args.model, options=args.options, weights=args.weights)
 
 
 def _default_store(input_path: str) -> str:
@@ -237,8 +237,7 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rejects", help="rejects file for --on-error skip (default INPUT.rejects.jsonl)")
     p.add_argument("--dry-run", action="store_true", help="count and estimate sizes; run no model")
     p.add_argument("--overwrite", action="store_true", help="replace a store written with other arguments")
-    p.add_argument("--options", help="the model's options.json (default: the bundled model)")
-    p.add_argument("--weights", help="the model's weights.hdf5")
+    _add_model(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_precompute)
 
@@ -280,7 +279,7 @@ def _add_lookup(sub: argparse._SubParsersAction) -> None:
 def _run_verify(args: argparse.Namespace) -> int:
     from cache_builder.verify import verify
 
-    bilm = _load_model(args)[0] if args.options or args.weights else None
+    bilm = _load_model(args)[0] if args.model or args.options or args.weights else None
     report = verify(args.store, bilm, sample=args.sample)
     print(report.format())
     return 0 if report.ok else 1
@@ -290,11 +289,10 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check every chunk, the counts, and a recomputed sample",
                        description="Reads every chunk (checksums), checks counts against the manifest, "
                                    "and recomputes a sample of segments with the model (the files "
-                                   "recorded in the manifest, or --options/--weights).")
+                                   "recorded in the manifest, or --model, or --options/--weights).")
     p.add_argument("store")
     p.add_argument("--sample", type=int, default=16, help="segments to recompute (0: none)")
-    p.add_argument("--options", help="the model's options.json (default: from the manifest)")
-    p.add_argument("--weights", help="the model's weights.hdf5")
+    _add_model(p, default="the model the manifest records")
     p.set_defaults(run=_run_verify)
 
 
@@ -317,11 +315,30 @@ def _add_export_allennlp(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_export_allennlp, mode="all")
 
 
+def _run_convert_efml(args: argparse.Namespace) -> int:
+    from elmo.efml.loader import convert_efml
+
+    out = convert_efml(args.model_dir, args.out)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0
+
+
+def _add_convert_efml(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-efml", help="convert an ELMoForManyLangs model directory to ours",
+                       description="Reads an ELMoForManyLangs (HIT-SCIR) model directory such as zhs.model "
+                                   "(tensors only, never running code from its pickles) and writes OUT: "
+                                   "options.json, weights.hdf5, char.dic, word.dic. Loading OUT reads no "
+                                   "pickle and gives the same vectors bit for bit.")
+    p.add_argument("model_dir", metavar="DIR", help="the ELMoForManyLangs model directory")
+    p.add_argument("out", metavar="OUT", help="the model directory to write (must not exist, or be empty)")
+    p.set_defaults(run=_run_convert_efml)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elmo-cache", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_embed, _add_precompute, _add_info, _add_lookup, _add_verify, _add_export_allennlp,
-                _add_vocab, _add_train, _add_perplexity, _add_export):
+                _add_convert_efml, _add_vocab, _add_train, _add_perplexity, _add_export):
         add(sub)
     return parser
 

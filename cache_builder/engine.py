@@ -33,7 +33,7 @@ from cache_builder.inputs import InputError, ReadStats, RecordLog, check_read_op
 from cache_builder.layers import LayerSpec
 from cache_builder.plan import Plan, PlanCounts, PlanWriter, make_tasks, read_part
 from cache_builder.progress import DocumentsDone, EmbedBar
-from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_files,
+from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
                                     run_identity)
 from cache_builder.sources import Source, embedded_fields, fingerprint, open_source
 from cache_builder.store import Hdf5Store, ZarrStore, store_format
@@ -50,7 +50,8 @@ __all__ = ["DryRunReport", "PrecomputeSettings", "dry_run", "precompute"]
 
 def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
                settings: PrecomputeSettings | None = None, *, device: str | None = None,
-               format: str | None = None, overwrite: bool = False, model_files: tuple[str, str] | None = None,
+               format: str | None = None, overwrite: bool = False,
+               model_files: dict[str, Any] | tuple[str, str] | None = None,
                rejects_path: str | None = None, progress: bool = True, client: Any = None,
                workers: int | str | None = None, scheduler: str | None = None,
                storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -66,7 +67,8 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
         device: "cpu", "cuda", "cuda:N"; default a GPU when present.
         format: "zarr" or "hdf5"; default from the path (``.h5``/``.hdf5`` → HDF5).
         overwrite: replace an elmo-cache store written with other arguments (never anything else).
-        model_files: (options.json, weights.hdf5) paths, recorded for ``verify``.
+        model_files: where the model came from, recorded for ``verify``: the record
+            ``elmo.models.load_model`` returns, or an (options.json, weights.hdf5) pair.
         rejects_path: where ``on_error="skip"`` writes bad records (default: beside the input,
             or beside the store for inputs that are not files).
         progress: progress bars (and the Dask dashboard's address) on stderr.
@@ -98,7 +100,7 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     check_not_input(store, src.location)
     spec = settings.layer_spec(bilm)
     tokenizer = get_tokenizer(settings.tokenizer)
-    head = manifest_head(bilm, spec, settings, tokenizer, fmt, src.name, relative_model_files(model_files, store))
+    head = manifest_head(bilm, spec, settings, tokenizer, fmt, src.name, relative_model_record(model_files, store))
     if settings.on_error == "skip" and rejects_path is None:
         rejects_path = str(default_rejects_path(src.location if "://" not in src.location and
                                                 not src.location.startswith("<") else store))

@@ -15,6 +15,7 @@ from cache_builder.store import hdf5_store, zarr_store
 from cache_builder.store.layout import FORMAT_NAME, FORMAT_VERSION
 from elmo import BiLM
 from elmo.runtime import DTYPES
+from elmo.models import BUNDLED, model_record
 from elmo.weights import model_fingerprint
 
 STORE_DTYPES = ("float16", "float32")
@@ -87,16 +88,17 @@ def settings_identity(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def manifest_head(bilm: BiLM, spec: LayerSpec, settings: PrecomputeSettings, tokenizer: Any, fmt: str,
-                  input_name: str, model_files: tuple[str, str] | None) -> dict[str, Any]:
-    """The manifest without what reading the input tells (fingerprint, fields, counts)."""
+                  input_name: str, model_files: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest without what reading the input tells (fingerprint, fields, counts).
+
+    Args:
+        model_files: where the model came from (see :func:`relative_model_record`)."""
     codec, checksum = CODECS[fmt]
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool_version": tool_version(),
         "complete": True,
         "backend": {"format": fmt, "codec": codec, "checksum": checksum},
-        "model": {"fingerprint": model_fingerprint(bilm),
-                  "options": model_files[0] if model_files else None,
-                  "weights": model_files[1] if model_files else None,
+        "model": {"fingerprint": model_fingerprint(bilm), **model_record(bilm, model_files),
                   "n_layers": bilm.options.lstm.n_layers + 1,
                   "dim": 2 * bilm.options.lstm.projection_dim,
                   "projection_dim": bilm.options.lstm.projection_dim},
@@ -111,10 +113,15 @@ def manifest_head(bilm: BiLM, spec: LayerSpec, settings: PrecomputeSettings, tok
     }
 
 
-def relative_model_files(files: tuple[str, str] | None, store: str) -> tuple[str, str] | None:
-    """Model file paths as the manifest records them: relative to the store's folder when both
-    are local (so a store and its model can move together), else as given."""
-    if files is None or "://" in store:
-        return files
+def relative_model_record(model_files: dict[str, Any] | tuple[str, str] | None, store: str) -> dict[str, Any] | None:
+    """Where the model came from, as the manifest records it: the record
+    ``elmo.models.load_model`` returns (or an ``(options, weights)`` pair), its paths relative
+    to the store's folder when both are local, so that a store and its model can move together."""
+    if isinstance(model_files, tuple):
+        model_files = {"options": model_files[0], "weights": model_files[1]}
+    if model_files is None or "://" in store:
+        return model_files
     base = os.path.dirname(os.path.abspath(store))
-    return tuple(os.path.relpath(os.path.abspath(f), base) if "://" not in f else f for f in files)
+    return {key: os.path.relpath(os.path.abspath(value), base)
+            if key in ("dir", "options", "weights") and value and value != BUNDLED and "://" not in value
+            else value for key, value in model_files.items()}

@@ -11,7 +11,8 @@ import torch
 from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.store import CorruptStoreError
 from cache_builder.tokenize import Tokenized, split_long
-from elmo import BiLM, load_bilm
+from elmo import BiLM
+from elmo.models import BUNDLED, load_recorded_model
 from elmo.weights import model_fingerprint
 
 # A recomputed (float32, CPU) segment may differ from the stored one by an absolute error for
@@ -46,7 +47,7 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
 
     Args:
         path: the store.
-        bilm: the model it was built with; default: the options/weights paths in its manifest.
+        bilm: the model it was built with; default: the model its manifest records.
         sample: segments to recompute (spread evenly over the store); 0 skips recomputing.
     """
     report = VerifyReport()
@@ -58,15 +59,19 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
     return report
 
 
-def recorded_model_files(cache: EmbeddingCache) -> tuple[str, str] | None:
-    """The manifest's model files, found: relative paths are relative to the store's folder."""
+def recorded_model(cache: EmbeddingCache) -> dict | None:
+    """The manifest's model record with its paths found (relative ones are relative to the
+    store's folder), or None when a recorded path is missing."""
     model, path = cache.manifest["model"], cache.store.path
-    if not model["options"] or not model["weights"]:
-        return None
     base = os.path.dirname(os.path.abspath(path)) if "://" not in path else ""
-    files = tuple(f if os.path.isabs(f) or "://" in f else os.path.join(base, f)
-                  for f in (model["options"], model["weights"]))
-    return files if all("://" in f or os.path.exists(f) for f in files) else None
+    found = dict(model)
+    for key in ("dir", "options", "weights"):
+        where = model.get(key)
+        if where and where != BUNDLED:
+            found[key] = where if os.path.isabs(where) or "://" in where else os.path.join(base, where)
+            if "://" not in found[key] and not os.path.exists(found[key]):
+                return None
+    return found
 
 
 def _read_all(cache: EmbeddingCache, report: VerifyReport) -> None:
@@ -101,12 +106,12 @@ def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:
 def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: VerifyReport) -> None:
     model = cache.manifest["model"]
     if bilm is None:
-        files = recorded_model_files(cache)
-        if files is None:
-            report.problems.append("cannot recompute: the manifest records no model files, or they are "
-                                   "not where it says; pass --options and --weights")
-            return
-        bilm = load_bilm(*files)
+        record = recorded_model(cache)
+        bilm = load_recorded_model(record) if record is not None else None
+    if bilm is None:
+        report.problems.append("cannot recompute: the manifest records no model, or it is not where the "
+                               "manifest says; pass --model, or --options and --weights")
+        return
     if model_fingerprint(bilm) != model["fingerprint"]:
         report.problems.append("the model given is not the one the store was built with (fingerprint differs)")
         return
