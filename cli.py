@@ -223,8 +223,9 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fields", help="comma-separated JSONL text fields to embed")
     p.add_argument("--max-tokens", type=int, default=512, help="split longer texts at sentence ends")
     p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
-    p.add_argument("--task-tokens", type=int, default=1 << 15,
-                   help="stored tokens per task: the unit of scheduling, writing and resume")
+    p.add_argument("--task-tokens", type=int,
+                   help="stored tokens per task: the unit of scheduling, writing and resume "
+                        "(default: a 64th of the store, 4,096 to 131,072)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", nargs="?", const="auto",
                        help="run on a local Dask cluster of N worker processes (alone: one per GPU, "

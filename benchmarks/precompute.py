@@ -93,7 +93,8 @@ def bare_model_rate(bilm: BiLM, store: Path, settings: PrecomputeSettings) -> fl
     cache = open_cache(str(store))
     offsets = cache.store.read("segment_offsets")
     types = decode_strings(cache.store.read("type_utf8"), cache.store.read("type_offsets"))
-    tasks = make_tasks(offsets, len(types), cache.store.write_unit("vectors"), None, settings.task_tokens)
+    tasks = make_tasks(offsets, len(types), cache.store.write_unit("vectors"), None,
+                       settings.task_rows(len(cache.store.read("token_row"))))
     batches = []
     for task in tasks:
         pieces = [tokens for _, tokens in task_pieces(task, cache.store, types, settings.max_tokens)]

@@ -3,7 +3,7 @@
 1. **plan** (:mod:`.plan`): the input's parts are read and tokenized by planning tasks; the
    driver merges them and writes every array that is not a vector. The layout is fixed before
    any model runs.
-2. **tasks** (:mod:`.tasks`): embedding tasks of about ``task_tokens`` rows, longest texts
+2. **tasks** (:mod:`.tasks`): embedding tasks of about ``task_rows`` rows, longest texts
    first, each writing storage objects of its own; then it is marked done.
 3. **commit** (:mod:`.commit`): after every task, the manifest, last.
 
@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -171,14 +172,20 @@ class _Run:
             if decision.state == "plan":
                 store = ZarrStore(path, "w", self.storage_options)  # empty, or our own unfinished store
                 store.set_attr("progress", {"identity": identity, "stage": "plan"})
+                started = time.perf_counter()
                 plan = self._plan(store, ex)
+                log.info("plan: %d documents, %d tokens (%d to embed after dedup) in %.2f s",
+                         plan.counts.documents, plan.counts.tokens_in_documents, plan.counts.tokens,
+                         time.perf_counter() - started)
                 identity = {**identity, "input": {**identity["input"], "fingerprint": plan.fingerprint}}
                 store.set_attr("progress", {"identity": identity, "stage": "embed", "plan": plan.summary()})
             else:
                 store = ZarrStore(path, "a", self.storage_options)
                 plan = _planned(decision.progress["plan"])
                 identity = decision.progress["identity"]
-            self._embed(store, plan, ex, identity)
+            started = time.perf_counter()
+            computed = self._embed(store, plan, ex, identity)
+            log.info("embed: %d tokens in %.2f s", computed, time.perf_counter() - started)
         manifest = {**self.head, "input": {**self.head["input"], "fingerprint": plan.fingerprint},
                     "fields": list(plan.fields), "counts": plan.counts.to_manifest()}
         commit(store, manifest, scratch=(TASK_DONE,))
@@ -216,19 +223,19 @@ class _Run:
         for name in self._task_arrays():
             tail, dtype = arrays[name]
             rows = counts.tokens if name == "vectors" else counts.distinct_tokens
-            chunk, shard = task_chunking(tail, dtype, settings.task_tokens)
+            chunk, shard = task_chunking(tail, dtype, settings.task_rows(counts.tokens))
             store.create(name, tail, dtype, chunk, rows=rows, shard_rows=shard)
         return Plan(fields, fingerprint(writer.digests), counts)
 
     def _task_arrays(self) -> tuple[str, ...]:
         return ("vectors", "token_layer") if self.spec.keeps_token_layer else ("vectors",)
 
-    def _embed(self, store: ZarrStore, plan: Plan, ex: Executor, identity: dict[str, Any]) -> None:
-        """Run every task not yet done."""
+    def _embed(self, store: ZarrStore, plan: Plan, ex: Executor, identity: dict[str, Any]) -> int:
+        """Run every task not yet done; returns the token rows they wrote."""
         offsets = store.read("segment_offsets")
         tasks = make_tasks(offsets, plan.counts.distinct_tokens, store.write_unit("vectors"),
                            store.write_unit("token_layer") if self.spec.keeps_token_layer else None,
-                           self.settings.task_tokens)
+                           self.settings.task_rows(plan.counts.tokens))
         if TASK_DONE not in store.names():
             store.create(TASK_DONE, (), "uint8", 1, rows=len(tasks), shard_rows=1)
         done = set(iter_done(store, len(tasks)))
@@ -263,6 +270,7 @@ class _Run:
         missing = len(tasks) - len(set(iter_done(store, len(tasks))))
         if missing:  # every task returned: a missing marker means a lost write
             raise RuntimeError(f"{store.path}: {missing} tasks finished without their done marker")
+        return sum(t.stop - t.start for t in todo if t.kind == "tokens")
 
 
 def _merge_in_order(writer: PlanWriter, results: Iterator[tuple[int, Any]], n_parts: int, progress: bool) -> None:

@@ -286,8 +286,8 @@ class Task:
 
 
 def make_tasks(segment_offsets: np.ndarray, n_types: int, token_unit: int, type_unit: int | None,
-               task_tokens: int) -> list[Task]:
-    """The embedding pass: token tasks of about ``task_tokens`` rows, cut on multiples of
+               task_rows: int) -> list[Task]:
+    """The embedding pass: token tasks of about ``task_rows`` rows, cut on multiples of
     ``token_unit`` (rows per storage object of the vector arrays, so no two tasks write one
     object), then, when layer 0 is kept, type tasks cut on multiples of ``type_unit``.
 
@@ -301,7 +301,7 @@ def make_tasks(segment_offsets: np.ndarray, n_types: int, token_unit: int, type_
         Tasks in scheduling order: the ones holding the longest texts first.
     """
     n_tokens = int(segment_offsets[-1])
-    step = max(token_unit, task_tokens // token_unit * token_unit)
+    step = max(token_unit, task_rows // token_unit * token_unit)
     lengths = np.diff(segment_offsets)
     tasks = []
     for start in range(0, n_tokens, step):
@@ -310,7 +310,7 @@ def make_tasks(segment_offsets: np.ndarray, n_types: int, token_unit: int, type_
         last = int(np.searchsorted(segment_offsets, stop, side="left")) - 1
         tasks.append(Task(len(tasks), "tokens", start, stop, first, last, int(lengths[first : last + 1].max())))
     if type_unit is not None:
-        step = max(type_unit, task_tokens // type_unit * type_unit)
+        step = max(type_unit, task_rows // type_unit * type_unit)
         for start in range(0, n_types, step):
             tasks.append(Task(len(tasks), "types", start, min(start + step, n_types)))
     return sorted(tasks, key=lambda t: (-t.cost, t.number))

@@ -38,8 +38,8 @@ class PrecomputeSettings:
         tokenizer: a name for :func:`cache_builder.tokenize.get_tokenizer`.
         max_tokens: longer texts are split on sentence boundaries into pieces of at most this.
         batch_tokens: padded tokens per model batch.
-        task_tokens: stored tokens per embedding task (rounded up to whole storage objects):
-            the unit of scheduling, writing and resume.
+        task_tokens: stored tokens per embedding task (rounded to whole storage objects): the
+            unit of scheduling, writing and resume; None: :meth:`task_rows` decides.
         part_bytes: bytes of a line-based input file per planning task (reading and
             tokenizing run in parallel over these byte ranges).
         input_format, id_field, fields, on_error: passed to the input reader.
@@ -51,7 +51,7 @@ class PrecomputeSettings:
     tokenizer: str = "auto"
     max_tokens: int = 512
     batch_tokens: int = 4096
-    task_tokens: int = 1 << 15
+    task_tokens: int | None = None
     part_bytes: int = 1 << 25
     input_format: str = "auto"
     id_field: str | None = None
@@ -64,9 +64,17 @@ class PrecomputeSettings:
         if self.compute_dtype not in DTYPES:
             raise ValueError(f"--compute-dtype {self.compute_dtype}: choose one of {sorted(DTYPES)}")
         for flag, value in (("--max-tokens", self.max_tokens), ("--batch-tokens", self.batch_tokens),
-                            ("--task-tokens", self.task_tokens), ("part_bytes", self.part_bytes)):
+                            ("--task-tokens", self.task_tokens or 1), ("part_bytes", self.part_bytes)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{flag} must be a positive whole number, got {value!r}")
+
+    def task_rows(self, n_tokens: int) -> int:
+        """Rows per embedding task for a store of ``n_tokens``: ``task_tokens``, or by default a
+        64th of the store (so that many workers share it evenly) between 4,096 and 131,072 rows,
+        a power of two. A function of the plan alone, never of the workers."""
+        if self.task_tokens is not None:
+            return self.task_tokens
+        return 1 << min(17, max(12, (max(n_tokens, 1) // 64).bit_length() - 1))
 
     def layer_spec(self, bilm: BiLM) -> LayerSpec:
         """``layers``, or every layer of ``bilm`` when it is None."""
