@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cache_builder.store.lock import writer_of
 from cache_builder.layers import LayerSpec, layer_spec_from_manifest
 from cache_builder.store import StoreError, StoreReader, open_reader
 from cache_builder.store.layout import decode_strings, manifest_kind
@@ -35,6 +36,10 @@ class EmbeddingCache:
         manifest = store.get_attr("manifest")
         if manifest is None:
             if store.get_attr("progress") is not None:
+                writer = writer_of(store.path)
+                if writer is not None:
+                    raise StoreError(f"{store.path}: a run is writing this store ({writer}); open it "
+                                     "once that run has finished")
                 raise StoreError(f"{store.path}: incomplete store (its run was interrupted); re-run "
                                  "precompute with the same arguments to finish it")
             raise StoreError(f"{store.path}: not an elmo-cache store (no manifest)")

@@ -16,21 +16,24 @@ complete (see :mod:`cache_builder.cache`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import multiprocessing
+import multiprocessing.util
 import os
-import socket
-import time
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import h5py
 import zarr
 
 from cache_builder.settings import run_identity, settings_identity
 from cache_builder.store import StoreError, StoreReader, StoreWriter
 from cache_builder.store.layout import manifest_kind
+from cache_builder.store.lock import fs_of
 
 
 @dataclass
@@ -43,15 +46,9 @@ class Existing:
     why: str = ""
 
 
-def _fs(path: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
-    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    fs.invalidate_cache()  # other processes write here: never trust a cached listing
-    return fs, root
-
-
 def inspect(path: str, fmt: str, storage_options: dict[str, Any] | None = None) -> Existing:
     """Look at ``path`` without changing it."""
-    fs, root = _fs(path, storage_options)
+    fs, root = fs_of(path, storage_options)
     if not fs.exists(root):
         return Existing("none")
     if fmt == "hdf5":
@@ -137,61 +134,6 @@ def claim(path: str, existing: Existing, identity: dict[str, Any], fingerprint: 
     return Claim("resume", progress=progress)
 
 
-class RunLock:
-    """``STORE.lock`` beside the output while a run writes it: a second run on the same output
-    stops instead of interleaving with the first. A lock left by a killed run on this host (its
-    process is gone) is taken over; one from another host must be removed by hand."""
-
-    def __init__(self, store: str, storage_options: dict[str, Any] | None = None):
-        self.path = f"{store.rstrip('/')}.lock"
-        self.fs, self.root = _fs(self.path, storage_options)
-
-    def __enter__(self) -> RunLock:
-        holder = read_lock(self.fs, self.root)
-        if holder is not None and _alive(holder):
-            raise StoreError(f"{self.path}: another run ({_describe(holder)}) is writing this store; "
-                             "wait for it to finish")
-        if holder is not None and holder.get("host") != socket.gethostname():
-            raise StoreError(f"{self.path}: left by a run on host {holder.get('host')}; if no run is "
-                             "writing the store any more, delete this file and re-run")
-        self.fs.pipe_file(self.root, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.fs.rm_file(self.root)
-
-
-def read_lock(fs: Any, root: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(fs.cat_file(root))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # another host's process cannot be checked: assume it runs
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError):
-        return True
-    return True
-
-
-def _describe(holder: dict[str, Any]) -> str:
-    return f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
-
-
-def writer_of(store: str, storage_options: dict[str, Any] | None = None) -> str | None:
-    """Who is writing ``store`` now, or None: for a reader that finds it unfinished."""
-    fs, root = _fs(f"{store.rstrip('/')}.lock", storage_options)
-    holder = read_lock(fs, root)
-    return _describe(holder) if holder is not None and _alive(holder) else None
-
-
 def commit(store: StoreWriter, manifest: dict[str, Any], scratch: tuple[str, ...]) -> None:
     """Mark ``store`` complete: the manifest first, then the progress and the run's ``scratch``
     arrays go (a complete store with leftovers of its run is still complete)."""
@@ -200,6 +142,57 @@ def commit(store: StoreWriter, manifest: dict[str, Any], scratch: tuple[str, ...
     for name in scratch:
         if name in store.names():
             store.delete(name)
+
+
+def convert_to_hdf5(staging: str, path: str) -> None:
+    """Copy the complete Zarr store ``staging`` into the HDF5 file ``path``, all or nothing.
+
+    The copy goes to ``PATH.converting`` and is renamed to ``path`` when whole. It runs in a child
+    process: a write that fails in the HDF5 library (a full disk) leaves it unable to close the
+    file, and a crash there must cost the copy, not the run. The staging store stays until the
+    copy is in place, so a re-run converts again.
+
+    Raises:
+        OSError: naming ``path`` and the cause (a full disk, a crash of the HDF5 writer).
+    """
+    partial = f"{path}.converting"
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_convert, args=(staging, partial, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        error = receive.recv()
+    except EOFError:  # it died before it could say why
+        error = (errno.EIO, f"writing {path} failed")
+    child.join()
+    if child.exitcode != 0 or error is not None:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        errno_, message = error or (errno.EIO, f"the HDF5 writer stopped with status {child.exitcode}")
+        raise OSError(errno_, f"{message}; {path} was not written, the complete staging store {staging} "
+                              "is kept: re-run the same command once the cause is fixed")
+    os.replace(partial, path)
+
+
+def _convert(staging: str, partial: str, report: Any) -> None:
+    """The child of :func:`convert_to_hdf5`: reports ``None`` or ``(errno, message)``."""
+    from cache_builder.store import Hdf5Store, ZarrStore
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # h5py repeats a failed write as it frees each object
+    try:
+        target = Hdf5Store(partial, "w")
+        copy_store(ZarrStore(staging, "r"), target)
+        target.close()
+    except Exception as e:  # the HDF5 library reports a failed write as OSError or RuntimeError
+        found = re.search(r"errno = (\d+)", str(e))
+        code = int(found[1]) if found else getattr(e, "errno", None) or errno.EIO
+        report.send((code, f"writing {partial} failed: {os.strerror(code) if found else e}"))
+        # The HDF5 library cannot close a file whose write failed (it crashes while the interpreter
+        # shuts down): end as a child process ends, without that shutdown.
+        multiprocessing.util._exit_function()
+        os._exit(1)
+    report.send(None)
 
 
 def copy_store(source: StoreReader, target: StoreWriter) -> None:

@@ -14,7 +14,6 @@ arguments: a plan that was not finished is redone, tasks already done are skippe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cache_builder.commit import RunLock, check_location, check_not_input, claim, commit, copy_store, inspect
+from cache_builder.commit import (check_location, check_not_input, claim, commit, convert_to_hdf5,
+                                  inspect)
 from cache_builder.distributed import Executor, executor
 from cache_builder.inputs import InputError, ReadStats, RecordLog, check_read_options, default_rejects_path
 from cache_builder.layers import LayerSpec
@@ -37,7 +37,8 @@ from cache_builder.progress import DocumentsDone, EmbedBar
 from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
                                     run_identity)
 from cache_builder.sources import Source, embedded_fields, fingerprint, open_source
-from cache_builder.store import Hdf5Store, ZarrStore, store_format
+from cache_builder.store import ZarrStore, store_format
+from cache_builder.store.lock import RunLock
 from cache_builder.store.layout import array_specs, bytes_per_token_estimate, chunk_rows, task_chunking
 from cache_builder.tasks import TASK_DONE, TaskContext, forget, iter_done, run_task
 from cache_builder.tokenize import Tokenizer, get_tokenizer
@@ -133,7 +134,7 @@ class _Run:
     def build_hdf5(self, path: str, overwrite: bool) -> dict[str, Any]:
         """An HDF5 file is written once, whole: a killed HDF5 write can leave a file that cannot
         be opened, so the run builds (and resumes) a Zarr staging store beside it and converts
-        it when complete, into a temporary file renamed at the end."""
+        it when complete (:func:`cache_builder.commit.convert_to_hdf5`)."""
         existing = inspect(path, "hdf5")
         check_location(path, existing)
         staging = f"{path}.partial.zarr"
@@ -141,19 +142,7 @@ class _Run:
             done = claim(path, existing, run_identity(self.head), self._fingerprint, False)
             return done.manifest
         manifest = self.build(staging, overwrite)
-        partial = f"{path}.converting"
-        try:
-            source, target = ZarrStore(staging, "r"), Hdf5Store(partial, "w")
-            try:
-                copy_store(source, target)
-            finally:
-                target.close()
-            os.replace(partial, path)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                os.remove(partial)
-            raise OSError(e.errno, f"writing {path} failed ({e.strerror or e}); the complete staging "
-                                   f"store {staging} is kept: re-run the same command to convert it again") from None
+        convert_to_hdf5(staging, path)
         shutil.rmtree(staging)
         return manifest
 

@@ -4,7 +4,6 @@ and export to AllenNLP's HDF5 layout."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -3,7 +3,6 @@ an interrupted run (SIGKILL) resumes to exactly the store of an uninterrupted ru
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal

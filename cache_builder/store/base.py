@@ -8,9 +8,21 @@ first axis (tokens, segments, ...); the other axes are fixed at creation.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def writing(path: str, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` while writing (a full disk, a lost connection) into one that names the
+    store and what was being written; the run can be re-run once the cause is gone."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: writing {what} failed: {e.strerror or e}") from None
 
 
 class StoreError(ValueError):

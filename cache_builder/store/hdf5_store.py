@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cache_builder.store.base import CorruptStoreError
+from cache_builder.store.base import CorruptStoreError, writing
 
 CODEC = "gzip-1-shuffle"
 CHECKSUM = "fletcher32"
@@ -61,27 +61,29 @@ class Hdf5Store:
 
     def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, rows: int = 0,
                shard_rows: int | None = None) -> None:
-        self._file.create_dataset(name, shape=(rows, *tail), maxshape=(None, *tail), dtype=dtype,
-                                  chunks=(chunk_rows, *tail), compression="gzip", compression_opts=1,
-                                  shuffle=True, fletcher32=True)
+        with writing(self.path, f"dataset {name!r}"):
+            self._file.create_dataset(name, shape=(rows, *tail), maxshape=(None, *tail), dtype=dtype,
+                                      chunks=(chunk_rows, *tail), compression="gzip", compression_opts=1,
+                                      shuffle=True, fletcher32=True)
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         dataset = self._file[name]
         end = start + len(data)
-        if end > dataset.shape[0]:
-            dataset.resize(end, axis=0)
-        dataset[start:end] = data
+        with writing(self.path, f"dataset {name!r} rows {start}:{end}"):
+            if end > dataset.shape[0]:
+                dataset.resize(end, axis=0)
+            dataset[start:end] = data
 
     def delete(self, name: str) -> None:
         del self._file[name]
 
-
     def set_attr(self, key: str, value: Any) -> None:
-        if value is None:
-            self._file.attrs.pop(key, None)  # type: ignore[attr-defined]
-        else:
-            self._file.attrs[key] = json.dumps(value, sort_keys=True)
-        self._file.flush()  # an attribute marks a commit: make it and the data before it durable
+        with writing(self.path, f"attribute {key!r}"):
+            if value is None:
+                self._file.attrs.pop(key, None)  # type: ignore[attr-defined]
+            else:
+                self._file.attrs[key] = json.dumps(value, sort_keys=True)
+            self._file.flush()  # an attribute marks a commit: make it and the data before it durable
 
     def close(self) -> None:
         self._file.close()

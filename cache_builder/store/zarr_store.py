@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from cache_builder.store.base import CorruptStoreError
+from cache_builder.store.base import CorruptStoreError, writing
 from cache_builder.store.layout import SHARD_CHUNKS
 
 CODEC = "blosc-zstd-1-shuffle"
@@ -83,29 +83,32 @@ class ZarrStore:
                shard_rows: int | None = None) -> None:
         typesize = np.dtype(dtype).itemsize
         shard_rows = shard_rows or chunk_rows * SHARD_CHUNKS
-        self._group.create_array(
-            name, shape=(rows, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
-            shards=(shard_rows, *tail) if shard_rows > chunk_rows else None, fill_value=0,
-            compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize),
-                         Crc32cCodec()])
+        with writing(self.path, f"array {name!r}"):
+            self._group.create_array(
+                name, shape=(rows, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
+                shards=(shard_rows, *tail) if shard_rows > chunk_rows else None, fill_value=0,
+                compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize),
+                             Crc32cCodec()])
 
     def delete(self, name: str) -> None:
         self._arrays.pop(name, None)
-        del self._group[name]
+        with writing(self.path, f"(deleting) array {name!r}"):
+            del self._group[name]
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         array = self._array(name)
         end = start + len(data)
-        if end > array.shape[0]:
-            array.resize((end, *array.shape[1:]))
-        array[start:end] = data
-
+        with writing(self.path, f"array {name!r} rows {start}:{end}"):
+            if end > array.shape[0]:
+                array.resize((end, *array.shape[1:]))
+            array[start:end] = data
 
     def set_attr(self, key: str, value: Any) -> None:
-        if value is None:
-            self._group.attrs.pop(key, None)  # type: ignore[attr-defined]
-        else:
-            self._group.attrs[key] = value
+        with writing(self.path, f"attribute {key!r}"):
+            if value is None:
+                self._group.attrs.pop(key, None)  # type: ignore[attr-defined]
+            else:
+                self._group.attrs[key] = value
 
     def close(self) -> None:
         pass
