@@ -64,7 +64,7 @@ class PrecomputeSettings:
         if self.compute_dtype not in DTYPES:
             raise ValueError(f"--compute-dtype {self.compute_dtype}: choose one of {sorted(DTYPES)}")
         for flag, value in (("--max-tokens", self.max_tokens), ("--batch-tokens", self.batch_tokens),
-                            ("--task-tokens", self.task_tokens or 1), ("part_bytes", self.part_bytes)):
+                            ("--task-tokens", 1 if self.task_tokens is None else self.task_tokens), ("part_bytes", self.part_bytes)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{flag} must be a positive whole number, got {value!r}")
 
