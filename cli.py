@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,13 @@ from typing import TextIO
 def _read_sentences(stream: TextIO) -> Iterator[list[str]]:
     for line in stream:
         yield line.split()
+
+
+def _add_model(p: argparse.ArgumentParser, default: str = "the bundled default model") -> None:
+    p.add_argument("--model", metavar="DIR", help="a model directory: ours (options.json + weights.hdf5) or "
+                                                  f"an ELMoForManyLangs one such as zhs.model (default: {default})")
+    p.add_argument("--options", help="a published options.json, with --weights, instead of --model")
+    p.add_argument("--weights", help="the published weights.hdf5 that goes with --options")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -64,8 +72,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
                        description="Smoke tool: one sentence per line (tokens separated by spaces); "
                                    "prints (n_layers, n_tokens, dim) and mean vector norms per layer.")
     p.add_argument("input", nargs="?", default="-", help="text file, or - for standard input (default)")
-    p.add_argument("--options", help="the model's options.json (default: the bundled default model)")
-    p.add_argument("--weights", help="the model's weights.hdf5 (default: the bundled default model)")
+    _add_model(p)
     p.add_argument("--batch-size", type=int, default=64)
     _add_device(p)
     _add_compute_dtype(p)
@@ -160,16 +167,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    """--options/--weights when given, else the bundled default model; returns (bilm, files)."""
-    from elmo import load_bilm, load_default_bilm
+    """--model, or --options/--weights, else the bundled default model; returns (bilm, its record)."""
+    from elmo.models import load_model
 
-    if bool(args.options) != bool(args.weights):
-        raise ValueError("pass both --options and --weights, or neither (the bundled default model)")
-    if args.options:
-        return load_bilm(args.options, args.weights), (os.path.abspath(args.options), os.path.abspath(args.weights))
-    from elmo.bilm import DEFAULT_MODEL_DIR
-
-    return load_default_bilm(), (str(DEFAULT_MODEL_DIR / "options.json"), str(DEFAULT_MODEL_DIR / "weights.hdf5"))
+    return load_model(args.model, options=args.options, weights=args.weights)
 
 
 def _default_store(input_path: str) -> str:
@@ -185,7 +186,7 @@ def _run_precompute(args: argparse.Namespace) -> int:
                             mix_logits=args.mix_logits, gamma=args.gamma)
     settings = PrecomputeSettings(
         layers=spec, dtype=args.dtype, compute_dtype=args.compute_dtype, tokenizer=args.tokenizer,
-        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, window_tokens=args.window_tokens,
+        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, task_tokens=args.task_tokens,
         input_format=args.input_format, id_field=args.id_field,
         fields=tuple(args.fields.split(",")) if args.fields else None, on_error=args.on_error)
     if args.dry_run:
@@ -194,7 +195,7 @@ def _run_precompute(args: argparse.Namespace) -> int:
     store = args.output or _default_store(args.input)
     manifest = precompute(args.input, store, bilm, settings, device=args.device, format=args.format,
                           overwrite=args.overwrite, model_files=files, rejects_path=args.rejects,
-                          progress=not args.quiet)
+                          progress=not args.quiet, workers=args.workers, scheduler=args.scheduler)
     counts = manifest["counts"]
     print(f"{store}: {counts['documents']} documents, {counts['segments']} segments, "
           f"{counts['tokens']} tokens, {counts['rejected']} rejected records")
@@ -224,8 +225,14 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fields", help="comma-separated JSONL text fields to embed")
     p.add_argument("--max-tokens", type=int, default=512, help="split longer texts at sentence ends")
     p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
-    p.add_argument("--window-tokens", type=int, default=1 << 15,
-                   help="new tokens per window: the unit of length bucketing, writing and resume")
+    p.add_argument("--task-tokens", type=int,
+                   help="stored tokens per task: the unit of scheduling, writing and resume "
+                        "(default: a 64th of the store, 4,096 to 131,072)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", nargs="?", const="auto",
+                       help="run on a local Dask cluster of N worker processes (alone: one per GPU, "
+                            "else one per core)")
+    where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
     _add_device(p)
     _add_compute_dtype(p)
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
@@ -233,8 +240,7 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rejects", help="rejects file for --on-error skip (default INPUT.rejects.jsonl)")
     p.add_argument("--dry-run", action="store_true", help="count and estimate sizes; run no model")
     p.add_argument("--overwrite", action="store_true", help="replace a store written with other arguments")
-    p.add_argument("--options", help="the model's options.json (default: the bundled model)")
-    p.add_argument("--weights", help="the model's weights.hdf5")
+    _add_model(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_precompute)
 
@@ -276,7 +282,7 @@ def _add_lookup(sub: argparse._SubParsersAction) -> None:
 def _run_verify(args: argparse.Namespace) -> int:
     from cache_builder.verify import verify
 
-    bilm = _load_model(args)[0] if args.options or args.weights else None
+    bilm = _load_model(args)[0] if args.model or args.options or args.weights else None
     report = verify(args.store, bilm, sample=args.sample)
     print(report.format())
     return 0 if report.ok else 1
@@ -286,11 +292,10 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check every chunk, the counts, and a recomputed sample",
                        description="Reads every chunk (checksums), checks counts against the manifest, "
                                    "and recomputes a sample of segments with the model (the files "
-                                   "recorded in the manifest, or --options/--weights).")
+                                   "recorded in the manifest, or --model, or --options/--weights).")
     p.add_argument("store")
     p.add_argument("--sample", type=int, default=16, help="segments to recompute (0: none)")
-    p.add_argument("--options", help="the model's options.json (default: from the manifest)")
-    p.add_argument("--weights", help="the model's weights.hdf5")
+    _add_model(p, default="the model the manifest records")
     p.set_defaults(run=_run_verify)
 
 
@@ -313,17 +318,38 @@ def _add_export_allennlp(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_export_allennlp, mode="all")
 
 
+def _run_convert_efml(args: argparse.Namespace) -> int:
+    from elmo.efml.loader import convert_efml
+
+    out = convert_efml(args.model_dir, args.out)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0
+
+
+def _add_convert_efml(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-efml", help="convert an ELMoForManyLangs model directory to ours",
+                       description="Reads an ELMoForManyLangs (HIT-SCIR) model directory such as zhs.model "
+                                   "(tensors only, never running code from its pickles) and writes OUT: "
+                                   "options.json, weights.hdf5, char.dic, word.dic. Loading OUT reads no "
+                                   "pickle and gives the same vectors bit for bit.")
+    p.add_argument("model_dir", metavar="DIR", help="the ELMoForManyLangs model directory")
+    p.add_argument("out", metavar="OUT", help="the model directory to write (must not exist, or be empty)")
+    p.set_defaults(run=_run_convert_efml)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elmo-cache", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_embed, _add_precompute, _add_info, _add_lookup, _add_verify, _add_export_allennlp,
-                _add_vocab, _add_train, _add_perplexity, _add_export):
+                _add_convert_efml, _add_vocab, _add_train, _add_perplexity, _add_export):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("elmo_cache").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         return args.run(args)
     except (ValueError, KeyError, OSError) as e:

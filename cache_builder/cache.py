@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cache_builder.store.lock import writer_of
 from cache_builder.layers import LayerSpec, layer_spec_from_manifest
 from cache_builder.store import CorruptStoreError, StoreError, StoreReader, open_reader
 from cache_builder.store.encoding import Encoding, get_encoding
@@ -41,6 +42,10 @@ class EmbeddingCache:
         manifest = store.get_attr("manifest")
         if manifest is None:
             if store.get_attr("progress") is not None:
+                writer = writer_of(store.path)
+                if writer is not None:
+                    raise StoreError(f"{store.path}: a run is writing this store ({writer}); open it "
+                                     "once that run has finished")
                 raise StoreError(f"{store.path}: incomplete store (its run was interrupted); re-run "
                                  "precompute with the same arguments to finish it")
             raise StoreError(f"{store.path}: not an elmo-cache store (no manifest)")
@@ -235,6 +240,28 @@ class EmbeddingCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- training-side views, each in its own module (imported here, so that reading needs none)
+    def pooled(self, doc_id: str, field: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """Mean over a field's tokens, float32: ``(n_layers_kept, dim)`` (``(dim,)`` mixed); see
+        :func:`cache_builder.pooling.pooled`."""
+        from cache_builder.pooling import pooled
+
+        return pooled(self, doc_id, field)
+
+    def to_hf_dataset(self, fields: Sequence[str] | None = None, **kwargs: Any):
+        """A Hugging Face ``datasets.Dataset``, one row per document field; see
+        :func:`cache_builder.interop.to_hf_dataset`."""
+        from cache_builder.interop import to_hf_dataset
+
+        return to_hf_dataset(self, fields, **kwargs)
+
+    def to_memmap(self, folder: str):
+        """``vectors.npy`` ``(n_tokens_total, n_layers_kept, dim)`` + ``offsets.npy`` + ``index.jsonl``
+        under ``folder``; see :func:`cache_builder.interop.to_memmap`."""
+        from cache_builder.interop import to_memmap
+
+        return to_memmap(self, folder)
 
 
 def open_cache(path: str) -> EmbeddingCache:

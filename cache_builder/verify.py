@@ -3,6 +3,7 @@ check counts, recompute a sample of segments with the model."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +13,8 @@ from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.store import CorruptStoreError
 from cache_builder.store.encoding import get_encoding
 from cache_builder.tokenize import Tokenized, split_long
-from elmo import BiLM, load_bilm
+from elmo import BiLM
+from elmo.models import BUNDLED, load_recorded_model
 from elmo.weights import model_fingerprint
 
 # A recomputed (float32, CPU) segment may differ from the stored one by an absolute error for
@@ -49,7 +51,7 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
 
     Args:
         path: the store.
-        bilm: the model it was built with; default: the options/weights paths in its manifest.
+        bilm: the model it was built with; default: the model its manifest records.
         sample: segments to recompute (spread evenly over the store); 0 skips recomputing.
     """
     report = VerifyReport()
@@ -64,6 +66,21 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
         if sample and not report.problems:
             _recompute(cache, bilm, sample, report)
     return report
+
+
+def recorded_model(cache: EmbeddingCache) -> dict | None:
+    """The manifest's model record with its paths found (relative ones are relative to the
+    store's folder), or None when a recorded path is missing."""
+    model, path = cache.manifest["model"], cache.store.path
+    base = os.path.dirname(os.path.abspath(path)) if "://" not in path else ""
+    found = dict(model)
+    for key in ("dir", "options", "weights"):
+        where = model.get(key)
+        if where and where != BUNDLED:
+            found[key] = where if os.path.isabs(where) or "://" in where else os.path.join(base, where)
+            if "://" not in found[key] and not os.path.exists(found[key]):
+                return None
+    return found
 
 
 def _read_all(cache: EmbeddingCache, report: VerifyReport) -> None:
@@ -88,6 +105,8 @@ def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:
                 "type_offsets": counts["distinct_tokens"] + 1}
     if cache.spec.keeps_token_layer:
         expected["token_layer"] = n_types
+    per_token = cache.encoding.arrays(cache.spec.n_vector_layers, cache.manifest["model"]["dim"])
+    expected.update({name: counts["tokens"] for name in per_token})  # vectors (and int8's scales)
     for name, n in expected.items():
         if store.length(name) != n:
             report.problems.append(f"{name} has {store.length(name)} rows, the manifest says {n}")
@@ -98,11 +117,12 @@ def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:
 def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: VerifyReport) -> None:
     model = cache.manifest["model"]
     if bilm is None:
-        if not model["options"] or not model["weights"]:
-            report.problems.append("cannot recompute: the manifest records no model files; pass "
-                                   "--options and --weights")
-            return
-        bilm = load_bilm(model["options"], model["weights"])
+        record = recorded_model(cache)
+        bilm = load_recorded_model(record) if record is not None else None
+    if bilm is None:
+        report.problems.append("cannot recompute: the manifest records no model, or it is not where the "
+                               "manifest says; pass --model, or --options and --weights")
+        return
     if model_fingerprint(bilm) != model["fingerprint"]:
         report.problems.append("the model given is not the one the store was built with (fingerprint differs)")
         return

@@ -2,22 +2,23 @@
 
 Data flow for one batch of tokenized sentences::
 
-    sentences ──prepare──► TokenBatch: distinct types (+ <S>, </S>) and a (batch, time) index
+    sentences ──prepare──► TokenBatch: distinct types (+ boundaries) and a (batch, time) index
               ──token encoder, once per type──► (n_types, proj)
               ──gather + pack (no padding computed)──► (2, n_packed, proj)
               ──BiLstm──► per layer (2, n_packed, proj)
-              ──unpack, strip <S> </S>──► BiLMOutput.layers (n_layers, batch, time, 2 * proj)
+              ──unpack, strip boundaries──► BiLMOutput.layers (n_layers, batch, time, 2 * proj)
 
-The token encoder is a swappable piece (the published char CNN, a precomputed table, or
-another model family's encoder): anything with ``type_inputs(types)`` and
-``forward(inputs) -> (n_types, output_dim)``.
+The token encoder is the swappable piece (the published char CNN, a precomputed table, or
+another model family's character mapping and word embedding): anything with
+``boundary_tokens``, ``type_inputs(types)`` and ``forward(inputs) -> (n_types, output_dim)``.
+Everything after it is the same for every model family. Where a model comes from (files,
+directories, families) is :mod:`elmo.models`' business.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -25,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from elmo.char_cnn import CharCNN
-from elmo.chars import BOS_TOKEN, EOS_TOKEN
 from elmo.lstm import BiLstm, BiLstmLayer, LstmState
 from elmo.options import BiLMOptions
 
@@ -34,6 +34,7 @@ class TokenEncoder(Protocol):
     """Maps token types to context-independent vectors (the biLM's layer 0 before doubling)."""
 
     output_dim: int
+    boundary_tokens: tuple[str, str]  # the strings the biLM puts around every sentence
 
     def type_inputs(self, types: Sequence[str]) -> Tensor:
         """Whatever :meth:`forward` consumes for these types, e.g. character ids."""
@@ -47,10 +48,10 @@ class TokenBatch:
     """A batch of sentences as distinct token types plus an index into them.
 
     Attributes:
-        types: the distinct token strings, ``<S>`` and ``</S>`` first.
+        types: the distinct token strings, the two boundary tokens (``<S>``, ``</S>``) first.
         type_inputs: encoder input per distinct type (for the char CNN: ``(n_types, 50)`` ids).
-        type_index: ``(batch, time + 2)`` int64 type of each position, ``<S>`` and ``</S>``
-            included; positions past a sentence's ``</S>`` are 0 and never read.
+        type_index: ``(batch, time + 2)`` int64 type of each position, the boundaries
+            included; positions past a sentence's end boundary are 0 and never read.
         lengths: ``(batch,)`` int64 sentence lengths *with* the two boundary tokens. Always on
             the CPU: the packing is planned there, so a GPU run never waits to read them back.
     """
@@ -81,7 +82,7 @@ class BiLMOutput:
             the LSTM width, layer k the k-th biLSTM layer as [forward; backward]. Zero at padding.
         mask: ``(batch, time)`` bool, True at real tokens.
         token_layer: ``(n_types, projection_dim)`` the token layer per distinct type of the batch
-            (``<S>`` and ``</S>`` are types 0 and 1), for callers that store it once per type.
+            (the boundaries are types 0 and 1), for callers that store it once per type.
     """
 
     layers: Tensor
@@ -98,7 +99,7 @@ class Packing:
             direction (the backward direction reads each sequence back to front).
         batch_sizes: sequences still running at each step.
         order: ``(batch,)`` rows sorted longest first (packed row i of a step is ``order[i]``).
-        token_rows: ``(2, n_tokens)`` the packed rows that are real tokens (not ``<S>``/``</S>``).
+        token_rows: ``(2, n_tokens)`` the packed rows that are real tokens (not boundaries).
         token_positions: ``(2, n_tokens)`` where those rows go in the stripped output: flat
             position ``b * (time - 2) + t - 1``.
     """
@@ -227,7 +228,8 @@ class BiLM(nn.Module):
 
     def prepare(self, sentences: Sequence[Sequence[str]]) -> TokenBatch:
         """Tokenized sentences → :class:`TokenBatch` (on the CPU), each distinct token once."""
-        type_ids: dict[str, int] = {BOS_TOKEN: 0, EOS_TOKEN: 1}
+        bos, eos = self.token_encoder.boundary_tokens
+        type_ids: dict[str, int] = {bos: 0, eos: 1}
         time = max((len(s) for s in sentences), default=0) + 2
         index = np.zeros((len(sentences), time), dtype=np.int64)
         for b, sentence in enumerate(sentences):
@@ -242,12 +244,19 @@ class BiLM(nn.Module):
             lengths=torch.tensor([len(s) + 2 for s in sentences], dtype=torch.int64),
         )
 
+    def encode_types(self, types: Sequence[str]) -> Tensor:
+        """The token layer of ``types`` before doubling: ``(n_types, projection_dim)``."""
+        return self._type_vectors(list(types), self.token_encoder.type_inputs(types).to(self.device))
+
+    def _type_vectors(self, types: list[str], type_inputs: Tensor) -> Tensor:
+        """Through the type memo in inference, so each type is encoded once per model."""
+        if self.type_memo is not None and not self.training and not torch.is_grad_enabled():
+            return self.type_memo.encode(types, type_inputs, self.token_encoder)
+        return self.token_encoder(type_inputs)
+
     def forward(self, batch: TokenBatch) -> BiLMOutput:
         """Run the biLM on a prepared batch (already on this module's device)."""
-        if self.type_memo is not None and not self.training and not torch.is_grad_enabled():
-            type_vectors = self.type_memo.encode(batch.types, batch.type_inputs, self.token_encoder)
-        else:
-            type_vectors = self.token_encoder(batch.type_inputs)  # (n_types, proj)
+        type_vectors = self._type_vectors(batch.types, batch.type_inputs)  # (n_types, proj)
         n_batch, time = batch.type_index.shape
         packing = pack(batch.lengths, time, batch.type_index.device)
         flat_types = batch.type_index.reshape(-1)
@@ -256,7 +265,7 @@ class BiLM(nn.Module):
         if self.stateful:
             self._keep_states(finals, packing)
 
-        # Every layer is written straight into the output, <S> and </S> stripped: real token j
+        # Every layer is written straight into the output, boundaries stripped: real token j
         # of row b is position j + 1 of the batch, and zeros stay where there is no token.
         proj = type_vectors.shape[1]
         mask = (torch.arange(time - 2) < (batch.lengths - 2)[:, None]).to(packing.index.device)
@@ -320,30 +329,3 @@ def _carried(layer: BiLstmLayer, kept: LstmState | None, rows: int) -> LstmState
         state.h[:, :n_kept] = kept.h
         state.c[:, :n_kept] = kept.c
     return state
-
-
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
-
-
-def load_default_bilm(*, device: str | torch.device = "cpu") -> BiLM:
-    """The small biLM bundled with the project (``elmo/default_model``), trained on the sample corpus."""
-    options, weights = DEFAULT_MODEL_DIR / "options.json", DEFAULT_MODEL_DIR / "weights.hdf5"
-    if not weights.exists():
-        raise FileNotFoundError(f"no bundled default model at {DEFAULT_MODEL_DIR}; "
-                                "pass --options and --weights")
-    return load_bilm(options, weights, device=device)
-
-
-def load_bilm(options_file: str | Path, weight_file: str | Path, *, device: str | torch.device = "cpu",
-              stateful: bool = False, token_encoder: TokenEncoder | None = None) -> BiLM:
-    """Build a :class:`BiLM` from a published ``options.json`` + ``weights.hdf5`` pair, in eval mode.
-
-    Args:
-        token_encoder: replaces the char CNN, e.g. a :class:`elmo.token_table.TokenTable`
-            (then only the LSTM weights are read from ``weight_file``).
-    """
-    from elmo.weights import load_weights
-
-    bilm = BiLM(BiLMOptions.from_file(options_file), token_encoder=token_encoder, stateful=stateful)
-    load_weights(bilm, weight_file)
-    return bilm.to(device).eval()

@@ -2,19 +2,23 @@
 
 The token layer depends only on the token's characters, so it is computed once per distinct
 token type: callers pass a table of types ``(n_types, max_characters)`` and gather rows.
+Which ids a token's characters get is the :class:`~elmo.chars.CharMapping`'s business (the
+published UTF-8 bytes by default); a model may also have a word embedding, concatenated to
+the highway output before the projection (ELMoForManyLangs models do).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from elmo.chars import PAD_CHAR, SHIFT, char_id_matrix
+from elmo.chars import CharMapping, Utf8Chars
 from elmo.options import CharCNNOptions
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
@@ -67,52 +71,93 @@ class Highway(nn.Module):
         return x
 
 
+class WordMapping(Protocol):
+    """Token strings → word ids, for a model with a word embedding."""
+
+    n_ids: int  # rows of the word embedding table
+
+    def ids(self, tokens: Sequence[str]) -> np.ndarray:
+        """``(n_tokens,)`` int32 ids of ``tokens``."""
+
+    def vocabularies(self) -> dict[str, dict[str, int]]:
+        """The dictionary the ids come from, by file name."""
+
+
 class CharCNN(nn.Module):
-    """Character-level token encoder of the published ELMo (one vector per token type).
+    """Character-level token encoder (one vector per token type), with an optional word embedding.
 
     Args:
         options: the ``char_cnn`` section of the options.
         output_dim: the projection width (``lstm.projection_dim``).
+        chars: token → character ids; the published UTF-8 convention when None.
+        words: token → word ids, for options with a word embedding (``word_dim > 0``).
     """
 
-    def __init__(self, options: CharCNNOptions, output_dim: int):
+    def __init__(self, options: CharCNNOptions, output_dim: int, chars: CharMapping | None = None,
+                 words: WordMapping | None = None):
         super().__init__()
+        if chars is None and options.characters != "utf8":
+            raise ValueError(f"characters {options.characters!r} need the model's char mapping "
+                             "(load the model directory with elmo.load_bilm)")
+        if (words is None) != (options.word_dim == 0):
+            raise ValueError(f"options with word_dim {options.word_dim} need "
+                             f"{'a' if options.word_dim else 'no'} word mapping")
         self.options = options
+        self.chars = chars if chars is not None else Utf8Chars(options.max_characters_per_token)
+        self.words = words
         d = options.embedding_dim
-        # Row 0 is the mask id; the published file holds the other 261 rows.
-        self.char_embed = nn.Parameter(torch.empty(PAD_CHAR + SHIFT + 1, d).uniform_(-1.0, 1.0))
+        # With a mask row, row 0 is the mask id and the published file holds the other rows.
+        self.char_embed = nn.Parameter(torch.empty(self.chars.n_ids, d).uniform_(-1.0, 1.0))
+        self.word_embed = (nn.Parameter(torch.empty(words.n_ids, options.word_dim).uniform_(-0.25, 0.25))
+                           if words is not None else None)
         self.convs = nn.ModuleList(nn.Conv1d(d, n, kernel_size=w) for w, n in options.filters)
         self.highway = Highway(options.n_filters, options.n_highway)
-        self.projection = nn.Linear(options.n_filters, output_dim)
+        self.projection = nn.Linear(options.word_dim + options.n_filters, output_dim)
         self._activation = _ACTIVATIONS[options.activation]
 
     @property
     def output_dim(self) -> int:
         return self.projection.out_features
 
-    def type_inputs(self, types: Sequence[str]) -> Tensor:
-        """The input :meth:`forward` takes for these token types: ``(n_types, max_characters)``."""
-        return torch.from_numpy(char_id_matrix(types, self.options.max_characters_per_token))
+    @property
+    def boundary_tokens(self) -> tuple[str, str]:
+        return self.chars.boundary_tokens
 
-    def forward(self, char_ids: Tensor) -> Tensor:
+    def vocabularies(self) -> dict[str, dict[str, int]]:
+        """Every dictionary that maps tokens to ids, by file name (none for the published model)."""
+        return {**self.chars.vocabularies(), **(self.words.vocabularies() if self.words else {})}
+
+    def type_inputs(self, types: Sequence[str]) -> Tensor:
+        """The input :meth:`forward` takes for these token types: ``(n_types, max_characters)``
+        character ids, after a first column of word ids when the model has a word embedding."""
+        ids = self.chars.ids(types)
+        if self.words is not None:
+            ids = np.concatenate([self.words.ids(types)[:, None], ids], axis=1)
+        return torch.from_numpy(ids)
+
+    def forward(self, inputs: Tensor) -> Tensor:
         """Encode token types.
 
         Args:
-            char_ids: ``(n_types, max_characters)`` integer ids from :mod:`elmo.chars` (shifted, > 0).
+            inputs: ``(n_types, [1 +] max_characters)`` integer ids from :meth:`type_inputs`.
 
         Returns:
             ``(n_types, output_dim)`` token-layer vectors.
         """
-        n_types = char_ids.shape[0]
-        mask_row = torch.zeros_like(self.char_embed[:1])
-        table = torch.cat([mask_row, self.char_embed[1:]])  # id 0 always embeds to zeros
+        n_types = inputs.shape[0]
+        char_ids = inputs[:, 1:] if self.words is not None else inputs
+        table = self.char_embed
+        if self.chars.mask_row:  # id 0 always embeds to zeros
+            table = torch.cat([torch.zeros_like(table[:1]), table[1:]])
         features = self.char_embed.new_empty(n_types, self.options.n_filters)  # (n_types, n_filters)
         for columns, rows in self._column_groups(char_ids):
             features[rows] = self._max_pooled_convolutions(char_ids[rows, :columns], table)
         # Max-pool before the activation: both activations are monotonic, so this is exact and
         # applies the nonlinearity to (n_types, n) instead of (n_types, n, positions).
-        h = self._activation(features)
-        return self.projection(self.highway(_pad_rows(h)))[:n_types]
+        h = self.highway(_pad_rows(self._activation(features)))  # (padded n_types, n_filters)
+        if self.words is not None:  # [word ‖ characters], the word columns first
+            h = torch.cat([F.embedding(_pad_rows(inputs[:, 0]), self.word_embed), h], dim=1)
+        return self.projection(h)[:n_types]
 
     def _max_pooled_convolutions(self, char_ids: Tensor, table: Tensor) -> Tensor:
         """``(n, columns)`` ids → ``(n, n_filters)``: each filter's maximum over the positions.
@@ -134,7 +179,7 @@ class CharCNN(nn.Module):
         length, so its vector never depends on the other types of the call.
         """
         full = char_ids.shape[1]
-        needed = (char_ids != PAD_CHAR + SHIFT).sum(dim=1) + self.options.max_filter_width
+        needed = (char_ids != self.chars.pad_id).sum(dim=1) + self.options.max_filter_width
         columns = (-(-needed // COLUMN_STEP) * COLUMN_STEP).clamp(max=full).cpu().numpy()  # one sync
         return [(int(c), torch.from_numpy(np.flatnonzero(columns == c)).to(char_ids.device))
                 for c in np.unique(columns)]

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmo.schemas import schema_errors
+from elmo.schemas import read_json, schema_errors
 
 
 class OptionsError(ValueError):
@@ -19,9 +19,12 @@ class CharCNNOptions:
     embedding_dim: int  # width of one character embedding
     filters: tuple[tuple[int, int], ...]  # (width in characters, number of filters) per convolution
     n_highway: int
-    n_characters: int  # 262 at inference (0 = padding), 261 in training options
+    n_characters: int  # 262 at inference (0 = padding), 261 in training options; else the dictionary size
     max_characters_per_token: int
     activation: str  # "relu" | "tanh"
+    characters: str = "utf8"  # "utf8": UTF-8 bytes (published); "elmoformanylangs": code points via char.dic
+    word_dim: int = 0  # a word embedding concatenated before the projection (elmoformanylangs only)
+    n_words: int = 0  # its vocabulary size (word.dic)
 
     @property
     def n_filters(self) -> int:
@@ -70,6 +73,10 @@ class BiLMOptions:
         if errors:
             raise OptionsError(f"{source}: invalid biLM options:\n  " + "\n  ".join(errors))
         cnn, lstm = raw["char_cnn"], raw["lstm"]
+        words = cnn.get("word_embedding", {"dim": 0, "n_words": 0})
+        if words["dim"] and cnn.get("characters", "utf8") == "utf8":
+            raise OptionsError(f"{source}: char_cnn.word_embedding needs char_cnn.characters "
+                               "'elmoformanylangs' (its vocabulary is that convention's word.dic)")
         return cls(
             char_cnn=CharCNNOptions(
                 embedding_dim=cnn["embedding"]["dim"],
@@ -78,6 +85,9 @@ class BiLMOptions:
                 n_characters=cnn["n_characters"],
                 max_characters_per_token=cnn["max_characters_per_token"],
                 activation=cnn["activation"],
+                characters=cnn.get("characters", "utf8"),
+                word_dim=words["dim"],
+                n_words=words["n_words"],
             ),
             lstm=LstmOptions(
                 dim=lstm["dim"],
@@ -92,24 +102,22 @@ class BiLMOptions:
 
     @classmethod
     def from_file(cls, path: str | Path) -> BiLMOptions:
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except FileNotFoundError:
-            raise OptionsError(f"{path}: options file not found") from None
-        except json.JSONDecodeError as e:
-            raise OptionsError(f"{path}: line {e.lineno}: not valid JSON: {e.msg}") from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_json(path, OptionsError, "options file"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        """The published ``options.json`` layout (inverse of :meth:`from_dict`)."""
+        """The published ``options.json`` layout (inverse of :meth:`from_dict`); the keys of
+        another model family appear only when they differ from the published defaults."""
         cnn = asdict(self.char_cnn)
+        extension = {"characters": cnn.pop("characters")}
+        extension["word_embedding"] = {"dim": cnn.pop("word_dim"), "n_words": cnn.pop("n_words")}
+        defaults = {"characters": "utf8", "word_embedding": {"dim": 0, "n_words": 0}}
         return {
             **self.extra,
             "char_cnn": {
                 "embedding": {"dim": cnn.pop("embedding_dim")},
                 **cnn,
                 "filters": [list(f) for f in self.char_cnn.filters],
+                **{k: v for k, v in extension.items() if v != defaults[k]},
             },
             "lstm": asdict(self.lstm),
         }

@@ -28,6 +28,8 @@ class TokenTable(nn.Module):
     Tokens outside the vocabulary map to ``<UNK>``; without ``<UNK>`` they are an error.
     """
 
+    boundary_tokens = (BOS_TOKEN, EOS_TOKEN)
+
     def __init__(self, vocab: Sequence[str], table: Tensor):
         super().__init__()
         if len(vocab) != table.shape[0]:

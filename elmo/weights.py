@@ -2,7 +2,8 @@
 
 Every dataset of the file is described once, by a :class:`WeightEntry` that knows its name,
 its shape, and how to copy between the file's TensorFlow layout and our parameters; loading,
-saving and fingerprinting all walk the same list.
+saving and fingerprinting all walk the same list. A model with a word embedding (an
+ELMoForManyLangs model, converted) adds one dataset, ``word_embed``, to that layout.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def _host_float32(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float32).numpy()
 
 
-def _tensor_entry(name: str, tensor: torch.Tensor, to_file: Callable[[np.ndarray], np.ndarray] = lambda a: a,
-                  from_file: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> WeightEntry:
+def tensor_entry(name: str, tensor: torch.Tensor, to_file: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+                 from_file: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> WeightEntry:
     """An entry stored in ``tensor`` (a parameter or a view of one), with layout conversions."""
     file_shape = to_file(np.empty(tuple(tensor.shape), dtype=np.float32)).shape
 
@@ -67,22 +68,24 @@ def _lstm_w0_entry(name: str, w_input: torch.Tensor, w_state: torch.Tensor) -> W
 
 
 def char_cnn_entries(cnn: CharCNN) -> list[WeightEntry]:
-    """The token encoder's datasets: char embedding, convolutions, highway, projection."""
-    entries = [_tensor_entry("char_embed", cnn.char_embed[1:])]  # the file has no mask row
+    """The token encoder's datasets: char (and word) embedding, convolutions, highway, projection."""
+    entries = [tensor_entry("char_embed", cnn.char_embed[1:] if cnn.chars.mask_row else cnn.char_embed)]
+    if cnn.word_embed is not None:
+        entries.append(tensor_entry("word_embed", cnn.word_embed))
     for i, conv in enumerate(cnn.convs):
         # TF conv2d kernel (1, width, in, out) ↔ torch Conv1d (out, in, width).
-        entries.append(_tensor_entry(f"CNN/W_cnn_{i}", conv.weight,
-                                     to_file=lambda a: a.transpose(2, 1, 0)[None],
-                                     from_file=lambda a: a[0].transpose(2, 1, 0)))
-        entries.append(_tensor_entry(f"CNN/b_cnn_{i}", conv.bias))
+        entries.append(tensor_entry(f"CNN/W_cnn_{i}", conv.weight,
+                                    to_file=lambda a: a.transpose(2, 1, 0)[None],
+                                    from_file=lambda a: a[0].transpose(2, 1, 0)))
+        entries.append(tensor_entry(f"CNN/b_cnn_{i}", conv.bias))
     hw = cnn.highway
     for k in range(hw.w_transform.shape[0]):
         for part in ("transform", "carry"):
-            entries.append(_tensor_entry(f"CNN_high_{k}/W_{part}", getattr(hw, f"w_{part}")[k]))
-            entries.append(_tensor_entry(f"CNN_high_{k}/b_{part}", getattr(hw, f"b_{part}")[k]))
-    entries.append(_tensor_entry("CNN_proj/W_proj", cnn.projection.weight, to_file=np.transpose,
-                                 from_file=np.transpose))
-    entries.append(_tensor_entry("CNN_proj/b_proj", cnn.projection.bias))
+            entries.append(tensor_entry(f"CNN_high_{k}/W_{part}", getattr(hw, f"w_{part}")[k]))
+            entries.append(tensor_entry(f"CNN_high_{k}/b_{part}", getattr(hw, f"b_{part}")[k]))
+    entries.append(tensor_entry("CNN_proj/W_proj", cnn.projection.weight, to_file=np.transpose,
+                                from_file=np.transpose))
+    entries.append(tensor_entry("CNN_proj/b_proj", cnn.projection.bias))
     return entries
 
 
@@ -93,8 +96,8 @@ def lstm_entries(lstm: BiLstm) -> list[WeightEntry]:
         for k, layer in enumerate(lstm.layers):
             cell = f"RNN_{direction}/RNN/MultiRNNCell/Cell{k}/LSTMCell"
             entries.append(_lstm_w0_entry(f"{cell}/W_0", layer.w_input[direction], layer.w_state[direction]))
-            entries.append(_tensor_entry(f"{cell}/B", layer.bias[direction]))
-            entries.append(_tensor_entry(f"{cell}/W_P_0", layer.w_proj[direction]))
+            entries.append(tensor_entry(f"{cell}/B", layer.bias[direction]))
+            entries.append(tensor_entry(f"{cell}/W_P_0", layer.w_proj[direction]))
     return entries
 
 
@@ -150,8 +153,12 @@ def save_weights(bilm: BiLM, path: str | Path) -> None:
 
 
 def model_fingerprint(bilm: BiLM) -> str:
-    """SHA-256 over the canonical options and every weight: the identity of a model's outputs."""
+    """SHA-256 over the canonical options, the token dictionaries (if the model has any) and
+    every weight: the identity of a model's outputs."""
     digest = hashlib.sha256(json.dumps(bilm.options.to_dict(), sort_keys=True).encode())
+    if isinstance(bilm.token_encoder, CharCNN):
+        for name, table in sorted(bilm.token_encoder.vocabularies().items()):
+            digest.update(json.dumps([name, sorted(table.items())], ensure_ascii=False).encode())
     for entry in weight_entries(bilm):
         digest.update(entry.name.encode())
         digest.update(np.ascontiguousarray(entry.read(), dtype=np.float32).tobytes())

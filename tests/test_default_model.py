@@ -6,7 +6,7 @@ import torch
 
 import cli
 from elmo import load_default_bilm
-from elmo.bilm import DEFAULT_MODEL_DIR
+from elmo.models import DEFAULT_MODEL_DIR
 
 
 def _cosines(bilm, first: str, second: str, word: str) -> torch.Tensor:

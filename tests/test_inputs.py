@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import random
@@ -17,7 +16,6 @@ from cache_builder.inputs import (
     Record,
     default_rejects_path,
     detect_format,
-    input_fingerprint,
     read_records,
 )
 from cache_builder.tokenize import get_tokenizer
@@ -374,10 +372,3 @@ def test_input_error_message_and_pickling() -> None:
     assert (copy.path, copy.line, copy.field, copy.reason, str(copy)) == ("data/in.jsonl", 3, "text", "is empty",
                                                                           str(error))
     assert isinstance(error, ValueError)
-
-
-def test_input_fingerprint_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "in.txt"
-    path.write_bytes(bytes(range(256)) * 1000)
-    assert input_fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert input_fingerprint(path, block_size=1000) == input_fingerprint(path)

@@ -12,10 +12,21 @@ spawn reopen it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def writing(path: str, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` while writing (a full disk, a lost connection) into one that names the
+    store and what was being written; the run can be re-run once the cause is gone."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: writing {what} failed: {e.strerror or e}") from None
 
 
 class StoreError(ValueError):
@@ -50,8 +61,10 @@ class StoreReader(Protocol):
         """``read`` of each ``(start, stop)`` range, fetching every chunk they touch once (one
         round trip to a remote store): a batch of lookups grouped by chunk."""
 
-    def array(self, name: str) -> Rows:
-        """``name`` as a lazy array (``shape``, ``dtype``, slicing) reading through ``read``, for dask."""
+    def array(self, name: str) -> Any:
+        """The backend's own lazy array (``shape``, ``dtype``, slicing). Its reads are the
+        backend's: a chunk never written reads as the fill value (progress markers rely on it),
+        so data is read with :meth:`read`, which refuses holes."""
 
     def chunk_rows(self, name: str) -> int:
         """Rows per chunk of ``name``."""
@@ -63,39 +76,26 @@ class StoreReader(Protocol):
 
 
 class StoreWriter(StoreReader, Protocol):
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, *,
-               compress: bool = True) -> None:
-        """A new empty array of rows shaped ``tail``, chunked every ``chunk_rows`` rows; its chunks
-        compressed with the backend's codec when ``compress`` (every chunk is checksummed)."""
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, rows: int = 0,
+               shard_rows: int | None = None, *, compress: bool = True) -> None:
+        """A new array of ``rows`` rows shaped ``tail`` (none written yet), chunked every
+        ``chunk_rows`` rows, ``shard_rows`` rows per storage object (a multiple of
+        ``chunk_rows``; None: the backend's choice); its chunks compressed with the backend's
+        codec when ``compress`` (every chunk is checksummed, and every chunk is written: a
+        missing one is damage)."""
+
+    def delete(self, name: str) -> None:
+        """Remove array ``name`` and its data."""
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         """Put ``data`` at rows ``[start, start + len(data))``, growing the array to its end."""
 
-    def truncate(self, name: str, length: int) -> None:
-        """Shrink ``name`` to ``length`` rows (resume drops what the last commit did not cover)."""
 
     def set_attr(self, key: str, value: Any) -> None:
         """Set (or, with None, delete) a JSON attribute of the store root."""
 
     def write_unit(self, name: str) -> int:
         """Rows per write that avoids read-modify-write of a storage object (a Zarr shard)."""
-
-
-class Rows:
-    """A store array as a lazy array-like (``shape``, ``dtype``, ``ndim``, row slicing) whose
-    reads go through :meth:`StoreReader.read`: checksums and holes are checked as for lookups."""
-
-    def __init__(self, store: StoreReader, name: str, shape: tuple[int, ...], dtype: np.dtype):
-        self.store, self.name = store, name
-        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        rows = key[0] if key else slice(None)
-        if isinstance(rows, slice) and rows.step in (None, 1):
-            start, stop, _ = rows.indices(self.shape[0])
-            return self.store.read(self.name, start, max(start, stop))[(slice(None), *key[1:])]
-        return self.store.read(self.name)[key]
 
 
 class Appender:

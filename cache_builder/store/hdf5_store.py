@@ -26,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cache_builder.store.base import CorruptStoreError, Rows
+from cache_builder.store.base import CorruptStoreError, writing
 from cache_builder.store.chunks import ChunkCache, ChunkedArray, crc32c
 
 CODEC = "none"
@@ -80,7 +80,7 @@ class Hdf5Store:
     format = "hdf5"
 
     def __init__(self, path: str, mode: str):
-        """``mode``: "r" to read, "a" to create or continue."""
+        """``mode``: "r" to read, "a" to create or continue, "w" to replace."""
         self.path, self.mode = path, mode
         self._open()
 
@@ -128,9 +128,8 @@ class Hdf5Store:
     def length(self, name: str) -> int:
         return self._dataset(name).shape[0]
 
-    def array(self, name: str) -> Rows:
-        dataset = self._dataset(name)
-        return Rows(self, name, dataset.shape, dataset.dtype)
+    def array(self, name: str) -> h5py.Dataset:
+        return self._dataset(name)
 
     def chunk_rows(self, name: str) -> int:
         return self._dataset(name).chunks[0]
@@ -139,7 +138,9 @@ class Hdf5Store:
         return self._dataset(name).chunks[0] * WRITE_CHUNKS
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return self.read_ranges(name, [(start, self.length(name) if stop is None else stop)])[0]
+        length = self.length(name)
+        stop = length if stop is None else min(stop, length)
+        return self.read_ranges(name, [(min(start, stop), stop)])[0]
 
     def read_ranges(self, name: str, ranges) -> list[np.ndarray]:
         return self._reader(name).read(ranges)
@@ -148,31 +149,33 @@ class Hdf5Store:
         value = self._file.attrs.get(key)
         return None if value is None else json.loads(value)
 
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, *,
-               compress: bool = True) -> None:
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, rows: int = 0,
+               shard_rows: int | None = None, *, compress: bool = True) -> None:
         """As :meth:`StoreWriter.create`; HDF5 chunks are never compressed (see the module note)."""
-        self._file.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
-                                  chunks=(chunk_rows, *tail))
-        self._file.create_dataset(f"{CRC_GROUP}/{name}", shape=(0,), maxshape=(None,), dtype="uint32",
-                                  chunks=(1 << 14,))
+        with writing(self.path, f"dataset {name!r}"):
+            self._file.create_dataset(name, shape=(rows, *tail), maxshape=(None, *tail), dtype=dtype,
+                                      chunks=(chunk_rows, *tail))
+            self._file.create_dataset(f"{CRC_GROUP}/{name}", shape=(-(-rows // chunk_rows),), maxshape=(None,),
+                                      dtype="uint32", chunks=(1 << 14,))
+
+    def delete(self, name: str) -> None:
+        self._changed(name)
+        del self._file[name]
+        del self._file[f"{CRC_GROUP}/{name}"]
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         dataset, crcs = self._dataset(name), self._file[f"{CRC_GROUP}/{name}"]
         end = start + len(data)
-        if end > dataset.shape[0]:
-            dataset.resize(end, axis=0)
-        dataset[start:end] = data
         rows, zeros = dataset.chunks[0], (0,) * (dataset.ndim - 1)
         first, stop = start // rows, -(-end // rows)
-        if stop > crcs.shape[0]:
-            crcs.resize(stop, axis=0)
-        crcs[first:stop] = [crc32c(dataset.id.read_direct_chunk((c * rows, *zeros))[1]) for c in range(first, stop)]
-        self._changed(name)
-
-    def truncate(self, name: str, length: int) -> None:
-        dataset = self._dataset(name)
-        dataset.resize(length, axis=0)
-        self._file[f"{CRC_GROUP}/{name}"].resize(-(-length // dataset.chunks[0]), axis=0)
+        with writing(self.path, f"dataset {name!r} rows {start}:{end}"):
+            if end > dataset.shape[0]:
+                dataset.resize(end, axis=0)
+            dataset[start:end] = data
+            if stop > crcs.shape[0]:
+                crcs.resize(stop, axis=0)
+            crcs[first:stop] = [crc32c(dataset.id.read_direct_chunk((c * rows, *zeros))[1])
+                                for c in range(first, stop)]
         self._changed(name)
 
     def _changed(self, name: str) -> None:
@@ -181,11 +184,12 @@ class Hdf5Store:
             self._cache.drop(name)
 
     def set_attr(self, key: str, value: Any) -> None:
-        if value is None:
-            self._file.attrs.pop(key, None)  # type: ignore[attr-defined]
-        else:
-            self._file.attrs[key] = json.dumps(value, sort_keys=True)
-        self._file.flush()  # an attribute marks a commit: make it and the data before it durable
+        with writing(self.path, f"attribute {key!r}"):
+            if value is None:
+                self._file.attrs.pop(key, None)  # type: ignore[attr-defined]
+            else:
+                self._file.attrs[key] = json.dumps(value, sort_keys=True)
+            self._file.flush()  # an attribute marks a commit: make it and the data before it durable
 
     def close(self) -> None:
         self._handle.close()

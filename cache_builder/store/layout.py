@@ -43,6 +43,7 @@ FORMAT_VERSION = 2
 # touches 3-4 chunks of 64 rows); index arrays are read whole at open or in long runs.
 VECTOR_CHUNK_BYTES = 1 << 16
 INDEX_CHUNK_BYTES = 1 << 16
+SHARD_CHUNKS = 256  # chunks per storage object (a Zarr shard): ≈16 MB objects, single-chunk reads
 
 # Arrays of vector data, written by tasks region by region and never appended: the plan creates
 # them at their final length, each task writes whole write units (``StoreWriter.write_unit``) of
@@ -99,6 +100,14 @@ def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> d
 
 
 OFFSET_ARRAYS = ("type_offsets", "segment_offsets", "doc_offsets", "doc_id_offsets")  # start with a 0 row
+
+
+def task_chunking(array: ArraySpec, task_rows: int) -> tuple[int, int]:
+    """(chunk rows, rows per storage object) of a task-written array when tasks write about
+    ``task_rows`` rows: a task writes whole storage objects, so none holds more rows than a task."""
+    cap = 1 << (max(task_rows, 1).bit_length() - 1)
+    chunk = min(array.chunk_rows, cap)
+    return chunk, min(chunk * SHARD_CHUNKS, max(cap, chunk))
 
 
 def decode_strings(utf8: np.ndarray, offsets: np.ndarray) -> list[str]:

@@ -1,7 +1,8 @@
-"""Zarr v3 sharded arrays as :class:`~cache_builder.store.chunks.ChunkSource`: the objects zarr
-wrote (the same bytes, the same checksums), read directly.
+"""Zarr v3 arrays as :class:`~cache_builder.store.chunks.ChunkSource`: the objects zarr wrote
+(the same bytes, the same checksums), read directly.
 
-- each shard's index is read once and kept (16 bytes per chunk);
+- a sharded array's chunks are found through its shards' indexes, each read once and kept
+  (16 bytes per chunk); an array with one chunk per object reads whole objects;
 - objects come from an :class:`Objects` source: local files memory-mapped (read without a
   copy, shared across fork), any other zarr store (fsspec URLs, memory) through zarr's
   store API as concurrent byte-range reads of exactly the indexes and chunks needed.
@@ -35,8 +36,9 @@ EMPTY = 2**64 - 1  # a shard index entry of a chunk that was never written
 
 class Objects(Protocol):
     def fetch(self, requests: Sequence[tuple[str, int, int | None]]) -> list[bytes | None]:
-        """Bytes ``[start, stop)`` of each object key (``start < 0, stop None``: the last ``-start``
-        bytes); None where the object does not exist. A short object gives fewer bytes."""
+        """Bytes ``[start, stop)`` of each object key (``stop`` None: to its end; ``start < 0``:
+        the last ``-start`` bytes); None where the object does not exist. A short object gives
+        fewer bytes."""
 
 
 class LocalObjects:
@@ -96,10 +98,14 @@ class StoreObjects:
     def fetch(self, requests: Sequence[tuple[str, int, int | None]]) -> list[bytes | None]:
         prototype = default_buffer_prototype()
 
+        def byte_range(start: int, stop: int | None):
+            if start < 0:
+                return SuffixByteRequest(-start)
+            return None if stop is None else RangeByteRequest(start, stop)  # (whole objects start at 0)
+
         async def get_all():
-            return await asyncio.gather(*(
-                self.store.get(key, prototype, SuffixByteRequest(-start) if start < 0 else RangeByteRequest(start, stop))
-                for key, start, stop in requests))
+            return await asyncio.gather(*(self.store.get(key, prototype, byte_range(start, stop))
+                                          for key, start, stop in requests))
 
         return [None if b is None else b.to_bytes() for b in sync(get_all())]
 
@@ -110,10 +116,11 @@ class StoreObjects:
         pass
 
 
-class ShardedChunks:
-    """The chunks of one array of a Zarr v3 group, as this tool writes them: a sharding codec
-    over row chunks (every other axis whole), inner codecs bytes [+ blosc] + crc32c, index bytes
-    + crc32c at the end of each shard object.
+class ZarrChunks:
+    """The chunks of one array of a Zarr v3 group, as this tool writes them: chunks of whole rows
+    (every other axis whole), codecs bytes [+ blosc] + crc32c, either packed into shards (a
+    sharding codec with those inner codecs, index bytes + crc32c at the end of each object) or
+    one chunk per object.
 
     Args:
         objects: where the group's objects are read from.
@@ -128,18 +135,22 @@ class ShardedChunks:
         self.objects, self.path = objects, path
         self.shape: tuple[int, ...] = tuple(metadata.shape)
         self.dtype = np.dtype(metadata.dtype.to_native_dtype()).newbyteorder("<")
-        sharding = metadata.codecs[0] if len(metadata.codecs) == 1 else None
-        names = [type(c) for c in sharding.codecs] if isinstance(sharding, ShardingCodec) else []
-        if (names not in ([BytesCodec, Crc32cCodec], [BytesCodec, BloscCodec, Crc32cCodec])
-                or sharding.codecs[0].endian not in (None, Endian.little)
-                or [type(c) for c in sharding.index_codecs] != [BytesCodec, Crc32cCodec]
-                or sharding.index_location.value != "end"
-                or tuple(sharding.chunk_shape[1:]) != self.shape[1:]
-                or tuple(metadata.chunk_grid.chunk_shape[1:]) != self.shape[1:]):
+        codecs, sharding = metadata.codecs, None
+        if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+            sharding = codecs[0]
+            codecs = sharding.codecs
+        kinds = [type(c) for c in codecs]
+        outer = tuple(metadata.chunk_grid.chunk_shape)
+        inner = tuple(sharding.chunk_shape) if sharding else outer
+        if (kinds not in ([BytesCodec, Crc32cCodec], [BytesCodec, BloscCodec, Crc32cCodec])
+                or codecs[0].endian not in (None, Endian.little) or inner[1:] != self.shape[1:]
+                or outer[1:] != self.shape[1:]
+                or sharding and ([type(c) for c in sharding.index_codecs] != [BytesCodec, Crc32cCodec]
+                                 or sharding.index_location.value != "end")):
             raise StoreError(f"array {path!r}: not laid out as elmo-cache writes arrays ({metadata.codecs})")
-        self.blosc = BloscCodec in names
-        self.chunk_rows = sharding.chunk_shape[0]
-        self.shard_chunks = metadata.chunk_grid.chunk_shape[0] // self.chunk_rows
+        self.blosc = BloscCodec in kinds
+        self.chunk_rows = inner[0]
+        self.shard_chunks = outer[0] // self.chunk_rows if sharding else None  # None: one chunk per object
         self._zeros = (0,) * (len(self.shape) - 1)
         self._key_encoding = metadata.chunk_key_encoding
         self._indexes: dict[int, np.ndarray] = {}  # shard → (shard_chunks, 2) uint64 (offset, nbytes)
@@ -148,6 +159,10 @@ class ShardedChunks:
         return f"{self.path}/{self._key_encoding.encode_chunk_key((shard, *self._zeros))}"
 
     def fetch(self, numbers: Sequence[int]) -> list[bytes]:
+        if self.shard_chunks is None:
+            requests = [(self._key(c), 0, None) for c in numbers]
+            return [self._decode(raw, None, key, c)
+                    for c, (key, _, _), raw in zip(numbers, requests, self.objects.fetch(requests))]
         self._load_indexes(sorted({c // self.shard_chunks for c in numbers} - self._indexes.keys()))
         requests = []
         for c in numbers:
@@ -172,11 +187,12 @@ class ShardedChunks:
                                         "damaged (its shard index fails its checksum)")
             self._indexes[shard] = np.frombuffer(raw, "<u8", count=2 * self.shard_chunks).reshape(-1, 2)
 
-    def _decode(self, raw: bytes | None, nbytes: int, key: str, c: int) -> bytes:
+    def _decode(self, raw: bytes | None, nbytes: int | None, key: str, c: int) -> bytes:
+        """A chunk's stored bytes (``nbytes`` of them, when the shard index says) → its data."""
         where = f"array {self.path!r}: chunk {c} in object {key!r}"
         if raw is None:
             raise CorruptStoreError(f"{where}: the object is missing")
-        if len(raw) != nbytes or not _crc_ok(raw):
+        if nbytes is not None and len(raw) != nbytes or not _crc_ok(raw):
             raise CorruptStoreError(f"{where} is partial or damaged (checksum mismatch)")
         body = memoryview(raw)[:-4]
         if not self.blosc:

@@ -10,9 +10,9 @@ are read whole at open or in long runs, so they keep the codec. Reads go through
 :mod:`.chunks` and :mod:`.shards` (one read of each shard index, a decoded-chunk cache,
 batched fetches); writes through zarr.
 
-Sharding packs ``SHARD_CHUNKS`` chunks into one object (≈16 MB with the layout's 64 KB vector
-chunks), so a 40M-token store is a few thousand objects, not hundreds of thousands, while
-lookups still read single chunks. Every chunk is written, all-zero ones too
+Sharding packs up to ``layout.SHARD_CHUNKS`` chunks into one object (≈16 MB with the layout's
+64 KB vector chunks; tasks may own fewer), so a 40M-token store is a few thousand objects, not
+hundreds of thousands, while lookups still read single chunks. Every chunk is written, all-zero ones too
 (``write_empty_chunks``): a missing chunk or object is then damage, and reads raise instead of
 returning the fill value. Resume relies on zarr's local store writing each object atomically
 (temporary file + rename, zarr ≥ 3.1.3): a SIGKILL leaves every shard either old or new.
@@ -29,11 +29,11 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.storage import LocalStore
 
-from cache_builder.store.base import CorruptStoreError, Rows
+from cache_builder.store.base import CorruptStoreError, writing
 from cache_builder.store.chunks import ChunkCache, ChunkedArray
-from cache_builder.store.shards import LocalObjects, ShardedChunks, StoreObjects
+from cache_builder.store.layout import SHARD_CHUNKS
+from cache_builder.store.shards import LocalObjects, StoreObjects, ZarrChunks
 
-SHARD_CHUNKS = 256
 CODEC = "vectors none, index arrays blosc-zstd-1-shuffle"
 CHECKSUM = "crc32c"
 CACHE_BYTES = 32 << 20  # decoded chunks kept per process: a few shards' worth of a sequential read
@@ -47,11 +47,13 @@ class ZarrStore:
 
     format = "zarr"
 
-    def __init__(self, path: str, mode: str):
-        """``mode``: "r" to read, "a" to create or continue."""
-        self.path, self.mode = path, mode
+    def __init__(self, path: str, mode: str, storage_options: dict[str, Any] | None = None):
+        """``mode``: "r" to read, "a" to create or continue, "w" to replace; ``path`` is a local
+        folder or an fsspec URL, ``storage_options`` go to fsspec."""
+        self.path, self.storage_options = path, storage_options
         try:
-            self._group = zarr.open_group(path, mode=mode, zarr_format=3)
+            self._group = zarr.open_group(path, mode=mode, zarr_format=3,
+                                          storage_options=storage_options if "://" in path else None)
         except Exception as e:  # zarr raises several types for a missing or non-zarr path
             raise CorruptStoreError(f"{path}: not a readable Zarr v3 group ({e})") from None
         store = self._group.store
@@ -61,7 +63,7 @@ class ZarrStore:
         self._readers: dict[str, ChunkedArray] = {}
 
     def __reduce__(self):  # a DataLoader worker started by spawn reopens the store
-        return type(self), (self.path, "r")
+        return type(self), (self.path, "r", self.storage_options)
 
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
@@ -74,7 +76,7 @@ class ZarrStore:
     def _reader(self, name: str) -> ChunkedArray:
         if name not in self._readers:
             array = self._array(name)
-            chunks = ShardedChunks(self._objects, array.path, array.metadata)
+            chunks = ZarrChunks(self._objects, array.path, array.metadata)
             self._readers[name] = ChunkedArray(name, chunks.shape, chunks.dtype, chunks.chunk_rows, chunks,
                                                self._cache)
         return self._readers[name]
@@ -85,18 +87,20 @@ class ZarrStore:
     def length(self, name: str) -> int:
         return self._array(name).shape[0]
 
-    def array(self, name: str) -> Rows:
-        reader = self._reader(name)
-        return Rows(self, name, reader.shape, reader.dtype)
+    def array(self, name: str) -> zarr.Array:
+        return self._array(name)
 
     def chunk_rows(self, name: str) -> int:
         return self._array(name).chunks[0]
 
     def write_unit(self, name: str) -> int:
-        return self._array(name).shards[0]
+        array = self._array(name)
+        return (array.shards or array.chunks)[0]
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return self.read_ranges(name, [(start, self.length(name) if stop is None else stop)])[0]
+        length = self.length(name)
+        stop = length if stop is None else min(stop, length)
+        return self.read_ranges(name, [(min(start, stop), stop)])[0]
 
     def read_ranges(self, name: str, ranges) -> list[np.ndarray]:
         return self._reader(name).read(ranges)
@@ -104,17 +108,25 @@ class ZarrStore:
     def get_attr(self, key: str) -> Any | None:
         return self._group.attrs.get(key)
 
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, *,
-               compress: bool = True) -> None:
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, rows: int = 0,
+               shard_rows: int | None = None, *, compress: bool = True) -> None:
         typesize = np.dtype(dtype).itemsize
         codecs = [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize)] if compress else []
-        self._arrays[name] = self._group.create_array(
-            name, shape=(0, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
-            shards=(chunk_rows * SHARD_CHUNKS, *tail), fill_value=0, compressors=[*codecs, Crc32cCodec()],
-            config=WRITE_CONFIG)
+        shard_rows = shard_rows or chunk_rows * SHARD_CHUNKS
+        with writing(self.path, f"array {name!r}"):
+            self._arrays[name] = self._group.create_array(
+                name, shape=(rows, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
+                shards=(shard_rows, *tail) if shard_rows > chunk_rows else None, fill_value=0,
+                compressors=[*codecs, Crc32cCodec()], config=WRITE_CONFIG)
+
+    def delete(self, name: str) -> None:
+        self._changed(name)
+        self._arrays.pop(name, None)
+        with writing(self.path, f"(deleting) array {name!r}"):
+            del self._group[name]
 
     def _changed(self, name: str) -> None:
-        """Forget what was read of ``name`` before this process changed it."""
+        """Forget what this process read of ``name`` before it changed it."""
         if self._readers.pop(name, None) is not None:
             self._cache.drop(name)
             self._objects.forget(self._array(name).path + "/")
@@ -122,21 +134,18 @@ class ZarrStore:
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         array = self._array(name)
         end = start + len(data)
-        if end > array.shape[0]:
-            array.resize((end, *array.shape[1:]))
-        array[start:end] = data
-        self._changed(name)
-
-    def truncate(self, name: str, length: int) -> None:
-        array = self._array(name)
-        array.resize((length, *array.shape[1:]))
+        with writing(self.path, f"array {name!r} rows {start}:{end}"):
+            if end > array.shape[0]:
+                array.resize((end, *array.shape[1:]))
+            array[start:end] = data
         self._changed(name)
 
     def set_attr(self, key: str, value: Any) -> None:
-        if value is None:
-            self._group.attrs.pop(key, None)  # type: ignore[attr-defined]
-        else:
-            self._group.attrs[key] = value
+        with writing(self.path, f"attribute {key!r}"):
+            if value is None:
+                self._group.attrs.pop(key, None)  # type: ignore[attr-defined]
+            else:
+                self._group.attrs[key] = value
 
     def close(self) -> None:
         self._objects.close()

@@ -1,0 +1,103 @@
+"""Sources: a file read in byte-range parts gives every line once; compressed files, URLs,
+standard input and Python iterables give the same store as the plain file."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from cache_builder import open_cache
+from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.inputs import InputError
+from cache_builder.sources import FileSource, IterableSource, fingerprint, open_source
+from tests.cache_models import load, save_tiny_model
+from tests.test_scale_out import store_arrays
+
+REPO = Path(__file__).resolve().parent.parent
+RECORDS = [{"id": f"d{i}", "text": f"record {i} says {'hello ' * (i % 7)}."} for i in range(60)]
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.mark.parametrize("part_bytes", [1, 7, 64, 100, 1 << 20])
+def test_parts_read_every_line_exactly_once(tmp_path: Path, part_bytes: int):
+    data = "\ufeff" + "".join(json.dumps(r) + ("\r\n" if i % 3 else "\n") for i, r in enumerate(RECORDS))
+    path = tmp_path / "in.jsonl"
+    path.write_text(data, encoding="utf-8")
+    source = FileSource(str(path))
+    values, digests = [], []
+    for part in source.parts(part_bytes):
+        read = source.read(part)
+        values += [item.value for item in read.items]
+        digests.append(read.digest.digest())
+    assert values == RECORDS  # the byte-order mark dropped once, line endings either way
+    assert fingerprint(digests) == (hashlib.sha256(path.read_bytes()).hexdigest() if len(digests) == 1
+                                    else hashlib.sha256(b"".join(digests)).hexdigest())
+    assert [source.digest(part) for part in source.parts(part_bytes)] == digests
+
+
+def run(source, store: Path, files, **kwargs) -> dict:
+    settings = PrecomputeSettings(tokenizer="whitespace", part_bytes=kwargs.pop("part_bytes", 1 << 25))
+    return precompute(source, str(store), load(files), settings, progress=False, **kwargs)
+
+
+def test_a_file_read_in_parts_gives_the_store_of_one_part(tmp_path: Path, model_files):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    whole = run(path, tmp_path / "whole.zarr", model_files)
+    parts = run(path, tmp_path / "parts.zarr", model_files, part_bytes=256)
+    assert whole["counts"] == parts["counts"]
+    assert store_arrays(tmp_path / "whole.zarr") == store_arrays(tmp_path / "parts.zarr")
+
+
+def test_gzip_url_stdin_and_iterables_give_the_same_vectors(tmp_path: Path, model_files):
+    lines = "".join(json.dumps(r) + "\n" for r in RECORDS)
+    (tmp_path / "in.jsonl").write_text(lines)
+    with gzip.open(tmp_path / "in.jsonl.gz", "wt") as f:
+        f.write(lines)
+    with fsspec.open(f"memory://{tmp_path.name}/in.jsonl", "w") as f:
+        f.write(lines)
+    reference = run(tmp_path / "in.jsonl", tmp_path / "ref.zarr", model_files)
+    arrays = store_arrays(tmp_path / "ref.zarr")
+    sources = {"gz": str(tmp_path / "in.jsonl.gz"), "url": f"memory://{tmp_path.name}/in.jsonl",
+               "records": iter(RECORDS)}
+    for name, source in sources.items():
+        manifest = run(source, tmp_path / f"{name}.zarr", model_files)
+        assert manifest["counts"] == reference["counts"], name
+        assert store_arrays(tmp_path / f"{name}.zarr") == arrays, name
+    options, weights = map(str, model_files)
+    subprocess.run([sys.executable, str(REPO / "cli.py"), "precompute", "-", "-o", str(tmp_path / "stdin.zarr"),
+                    "--tokenizer", "whitespace", "-q", "--options", options, "--weights", weights],
+                   input=lines, text=True, check=True, cwd=REPO)
+    assert store_arrays(tmp_path / "stdin.zarr") == arrays
+    with open_cache(str(tmp_path / "stdin.zarr")) as cache:
+        assert cache.info()["input"]["name"] == "<stdin>"
+
+
+def test_an_iterable_of_texts_is_numbered_like_a_text_file(tmp_path: Path, model_files):
+    texts = [r["text"] for r in RECORDS]
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts))
+    run(tmp_path / "in.txt", tmp_path / "file.zarr", model_files)
+    manifest = run(texts, tmp_path / "texts.zarr", model_files)
+    assert manifest["input"]["name"] == "<texts>"
+    assert store_arrays(tmp_path / "file.zarr") == store_arrays(tmp_path / "texts.zarr")
+    assert isinstance(open_source(iter(texts)), IterableSource)
+
+
+def test_bad_elements_of_an_iterable_name_their_position(tmp_path: Path, model_files):
+    with pytest.raises(InputError, match=r"^<records>:2: record is not a JSON object"):
+        run([RECORDS[0], "a text among records"], tmp_path / "s.zarr", model_files)
+    with pytest.raises(TypeError, match="a source is a path"):
+        open_source(42)
+    with pytest.raises(ValueError, match="credentials"):
+        open_source("s3://key:secret@bucket/in.jsonl")
