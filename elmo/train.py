@@ -22,6 +22,8 @@ import glob
 import json
 import math
 import os
+import pickle
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -409,13 +411,42 @@ def perplexity(lm: LanguageModel, corpus: Corpus, batch_size: int = 32, unroll_s
     return Perplexity(math.exp(nll[0]), math.exp(nll[1]), math.exp(sum(nll) / 2), int(count[0]))
 
 
+CHECKPOINT_KEYS = ("config", "vocab", "train_files", "n_train_tokens", "model", "optimizer", "step",
+                   "states", "best_heldout", "bad_evals", "rng", "cuda_rng")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train`: tensors and plain data only.
+
+    It is read with ``weights_only=True``: a file that would build any other object (and so
+    could run code while being read) is refused, never unpickled.
+
+    Raises:
+        TrainingError: naming the file, when it holds other objects or lacks checkpoint keys.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        wanted = re.search(r"GLOBAL (\S+)", str(e))
+        if wanted:
+            raise TrainingError(f"{path}: refused: it asks for {wanted.group(1)}, not only tensors and "
+                                "plain data, and building it could run code") from None
+        raise TrainingError(f"{path}: not a readable checkpoint (damaged, or not tensors and plain data)") from None
+    except (RuntimeError, KeyError, EOFError) as e:  # not a torch file at all, or a truncated one
+        raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else CHECKPOINT_KEYS
+    if missing:
+        raise TrainingError(f"{path}: not a checkpoint of this tool (missing {', '.join(missing)})")
+    return ckpt
+
+
 def load_trained(save_dir: str | Path, device: torch.device | str = "cpu") -> tuple[LanguageModel, dict[str, Any]]:
     """The model of a save dir (``best.pt`` if present, else ``checkpoint.pt``) and its checkpoint."""
     save_dir = Path(save_dir)
     path = save_dir / BEST if (save_dir / BEST).exists() else save_dir / CHECKPOINT
     if not path.exists():
         raise TrainingError(f"{save_dir}: no {CHECKPOINT}; train into this directory first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     config = TrainConfig.from_dict(ckpt["config"], str(path))
     lm = LanguageModel(config.model, len(ckpt["vocab"]))
     lm.load_state_dict(ckpt["model"])
@@ -481,7 +512,7 @@ def _starting_point(save_dir: Path, files: list[str], config: str | Path | None,
     if resume:
         if not ckpt_path.exists():
             raise TrainingError(f"{save_dir}: nothing to resume, no {CHECKPOINT}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(ckpt_path)
         saved = TrainConfig.from_dict(ckpt["config"], str(ckpt_path))
         if cfg is not None:
             diffs = _differences(cfg.to_dict(), saved.to_dict())
