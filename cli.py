@@ -173,7 +173,9 @@ def _load_model(args: argparse.Namespace):
 
 
 def _default_store(input_path: str) -> str:
-    return os.path.splitext(input_path)[0] + ".elmo.zarr"
+    if input_path == "-":
+        raise ValueError("reading standard input (-): name the store with -o")
+    return os.path.splitext(input_path.removesuffix(".gz"))[0] + ".elmo.zarr"
 
 
 def _run_precompute(args: argparse.Namespace) -> int:
@@ -206,7 +208,8 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
                        description="Run the biLM over every record of INPUT and write a store that "
                                    "open_cache(STORE).lookup(doc_id) reads. Re-running an interrupted "
                                    "run with the same arguments resumes it.")
-    p.add_argument("input", help="JSONL, SQuAD JSON, or plain text (one document per line)")
+    p.add_argument("input", help="JSONL, SQuAD JSON, or plain text (one document per line); "
+                                 "gzip-compressed (.gz) or - for standard input")
     p.add_argument("-o", "--output", help="store path (.zarr directory, or .h5/.hdf5 file); "
                                           "default INPUT without extension + .elmo.zarr")
     which = p.add_mutually_exclusive_group()

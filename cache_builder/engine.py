@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from cache_builder.batching import content_hash, length_batches
-from cache_builder.inputs import ReadStats, Record, input_fingerprint, read_records
+from cache_builder.inputs import ReadStats, Record, input_fingerprint, open_input, read_records
 from cache_builder.layers import LayerSpec
 from cache_builder.store import (Appender, StoreError, StoreReader, StoreWriter, open_reader, open_writer,
                                  store_exists, store_format)
@@ -591,7 +591,7 @@ def copy_store(source: StoreReader, target: StoreWriter) -> None:
 def _estimate_documents(path: str) -> int | None:
     """Documents in the input for the progress bar's ETA: lines, or SQuAD questions."""
     lines = questions = 0
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             lines += block.count(b"\n")
             questions += block.count(b'"question"')

@@ -21,12 +21,17 @@ Formats (``input_format``; ``"auto"`` picks by extension, then by content, see
 
 JSONL and text files stream: they are read in binary one line at a time and each line is
 decoded on its own, so an invalid UTF-8 byte sequence is reported with its line number and,
-under ``on_error="skip"``, costs only that line.
+under ``on_error="skip"``, costs only that line. A line longer than :data:`MAX_LINE_BYTES` is a
+bad record too (a file with ``\r`` line endings reads as one line), never read whole.
+
+Sources (:func:`open_input`): a path; a gzip-compressed file (``*.gz``, decompressed while it
+is read; the format comes from the name without ``.gz``); or ``-``, standard input.
 
 A record is normalized to ``{"id": ..., "fields": {name: text or token list}}`` and validated
 against ``schemas/input_record.schema.json``. Bad records (malformed JSON, invalid UTF-8,
 missing id, missing field, non-string or empty text, bad token list, duplicate id, lone
-surrogates smuggled in by JSON escapes) raise
+surrogates smuggled in by JSON escapes, nesting too deep for the parser, integers too long to
+convert, over-long lines) raise
 :class:`InputError` naming file, line, field and reason, or with ``on_error="skip"`` go to the
 rejects file, one JSON line each. Long tokens are not an error: the model reads the first
 48 UTF-8 bytes of each token.
@@ -34,16 +39,23 @@ rejects file, one JSON line each. Long tokens are not an error: the model reads 
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import contextlib
 import functools
+import gzip
 import hashlib
 import json
+import os
 import re
+import shutil
+import sys
+import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import jsonschema
 
@@ -58,7 +70,7 @@ class InputError(ValueError):
     """
 
     def __init__(self, path: str | Path, line: int | None, reason: str, field: str | None = None):
-        self.path = str(path)
+        self.path = "<stdin>" if str(path) == STDIN else str(path)
         self.line = line
         self.field = field
         self.reason = reason
@@ -110,11 +122,66 @@ class _Item(NamedTuple):
     where: str = ""  # location in a nested file, e.g. "data[0].paragraphs[2].qas[1]"
 
 
+STDIN = "-"
+MAX_LINE_BYTES = 1 << 26  # 64 MiB: far beyond a real record, far below what breaks the machine
+
+
+@functools.cache
+def _stdin_copy() -> Path:
+    """Standard input copied once to a temporary file (removed at exit): a run reads its input
+    more than once (format, fingerprint, records), and a pipe can be read only once."""
+    with tempfile.NamedTemporaryFile(prefix="elmo-cache-stdin-", delete=False) as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+    atexit.register(os.unlink, f.name)
+    return Path(f.name)
+
+
+def _file_of(path: str | Path) -> Path:
+    """The file holding the input's bytes as stored (compressed or not)."""
+    return _stdin_copy() if str(path) == STDIN else Path(path)
+
+
+def _is_gzip(path: str | Path) -> bool:
+    return str(path).lower().endswith(".gz")
+
+
+@contextlib.contextmanager
+def open_input(path: str | Path) -> Iterator[IO[bytes]]:
+    """The input's bytes as a binary stream: ``-`` is standard input, ``*.gz`` is decompressed
+    while it is read (streaming: memory does not grow with the file).
+
+    Raises:
+        InputError: compressed data that is damaged or cut short, while it is read.
+    """
+    opener = gzip.open if _is_gzip(path) else open
+    with opener(_file_of(path), "rb") as f:
+        try:
+            yield f
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise InputError(path, None, f"damaged gzip data ({e})") from None
+
+
+def _lines(f: IO[bytes]) -> Iterator[bytes | None]:
+    """Every line of a binary stream, without reading more than :data:`MAX_LINE_BYTES` of one:
+    a longer line is skipped to its end and comes as ``None``."""
+    while line := f.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
+
+
 def _decoded_lines(path: Path) -> Iterator[_Item]:
-    """Every line of a file, read in binary and decoded alone; the value is the text without
-    its line ending, or ``None`` with a problem when the line is not valid UTF-8."""
-    with open(path, "rb") as f:
-        for number, data in enumerate(f, start=1):
+    """Every line of the input, read in binary and decoded alone; the value is the text without
+    its line ending, or ``None`` with a problem when the line is not valid UTF-8 or too long."""
+    with open_input(path) as f:
+        for number, data in enumerate(_lines(f), start=1):
+            if data is None:
+                yield _Item(number, "", None, f"line longer than {MAX_LINE_BYTES} bytes "
+                                              "(a file with \\r line endings?)")
+                continue
             data = data.removesuffix(b"\n").removesuffix(b"\r")
             try:
                 text = data.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -125,15 +192,35 @@ def _decoded_lines(path: Path) -> Iterator[_Item]:
             yield _Item(number, text, text)
 
 
+def _parse_json(text: str) -> Any:
+    """``json.loads``, with every way it can fail on bad data turned into a :class:`ValueError`:
+    malformed JSON (a :class:`json.JSONDecodeError`), nesting deeper than the parser's
+    recursion limit, and integers longer than Python converts (``sys.get_int_max_str_digits``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse (about 1000 levels at most)") from None
+    except ValueError as e:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ValueError(f"unreadable JSON number: {str(e).split(';')[0]}") from None
+
+
+def _json_problem(error: ValueError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"malformed JSON: {error.msg} at column {error.colno}"
+    return str(error)
+
+
 def _read_jsonl(path: Path) -> Iterator[_Item]:
     for item in _decoded_lines(path):
         if item.problem is not None:
             yield item
         elif item.value.strip():
             try:
-                yield item._replace(value=json.loads(item.value))
-            except json.JSONDecodeError as e:
-                yield item._replace(value=None, problem=f"malformed JSON: {e.msg} at column {e.colno}")
+                yield item._replace(value=_parse_json(item.value))
+            except ValueError as e:
+                yield item._replace(value=None, problem=_json_problem(e))
 
 
 def _read_text(path: Path) -> Iterator[_Item]:
@@ -144,8 +231,16 @@ def _read_text(path: Path) -> Iterator[_Item]:
             yield item._replace(value={"id": str(item.line - 1), "text": item.value})
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """One line of JSON in valid UTF-8: lone surrogates escaped, a value too deep to write noted."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return json.dumps("<nested too deeply to write>")
+    return json.dumps(value) if _LONE_SURROGATE.search(text) else text
 
 
 def _member_list(parent: Any, key: str) -> tuple[list[Any], str | None]:
@@ -160,9 +255,10 @@ def _member_list(parent: Any, key: str) -> tuple[list[Any], str | None]:
 def _read_squad(path: Path) -> Iterator[_Item]:
     """One item per question. A file that is not valid UTF-8 or JSON, or has no ``data`` list,
     raises :class:`InputError` whatever ``on_error`` says: nothing in it can be read."""
-    data = path.read_bytes()
+    with open_input(path) as f:
+        data = f.read()
     try:
-        document = json.loads(data.decode("utf-8-sig"))
+        document = _parse_json(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         raise InputError(path, data.count(b"\n", 0, e.start) + 1,
@@ -170,6 +266,8 @@ def _read_squad(path: Path) -> Iterator[_Item]:
     except json.JSONDecodeError as e:
         hint = " (JSON Lines? pass input_format='jsonl')" if e.msg == "Extra data" else ""
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}{hint}") from None
+    except ValueError as e:
+        raise InputError(path, None, str(e)) from None
     articles, problem = _member_list(document, "data")
     if problem is not None:
         raise InputError(path, None, f"not SQuAD JSON: the top level {problem}")
@@ -207,17 +305,18 @@ _SNIFF_BYTES = 1 << 20
 
 
 def detect_format(path: str | Path) -> str:
-    """The input format of ``path``: by extension (:data:`EXTENSIONS`), else by content.
+    """The input format of ``path``: by extension (:data:`EXTENSIONS`, after a ``.gz``), else
+    by content.
 
     Content rules (``.json`` and unknown extensions): a file not starting with ``{`` is
     text; a file whose first line is a complete JSON object is SQuAD JSON if that object has a
     ``data`` key and JSONL otherwise; a JSON document spread over lines (or whose single line
     is longer than 1 MiB) is SQuAD JSON.
     """
-    path = Path(path)
-    if path.suffix.lower() in EXTENSIONS:
-        return EXTENSIONS[path.suffix.lower()]
-    with open(path, "rb") as f:
+    suffix = Path(str(path).removesuffix(".gz").removesuffix(".GZ")).suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    with open_input(path) as f:
         head = f.read(_SNIFF_BYTES).removeprefix(codecs.BOM_UTF8).lstrip()
     if not head.startswith(b"{"):
         return "text"
@@ -225,9 +324,11 @@ def detect_format(path: str | Path) -> str:
     if not newline and len(head) == _SNIFF_BYTES:
         return "squad"
     try:
-        obj = json.loads(first.decode("utf-8", errors="replace"))
+        obj = _parse_json(first.decode("utf-8", errors="replace"))
     except json.JSONDecodeError:
         return "squad"
+    except ValueError:  # one complete but unreadable object: a JSON Lines record the reader reports
+        return "jsonl"
     return "squad" if isinstance(obj, dict) and "data" in obj else "jsonl"
 
 
@@ -244,9 +345,6 @@ _TYPE_WORDS = {"string": "a string", "array": "a token list", "object": "an obje
 def _expected_types(error: jsonschema.ValidationError) -> str:
     expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
     return " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _pattern_reason(error: jsonschema.ValidationError) -> str:
@@ -314,8 +412,9 @@ def _to_record(item: _Item, path: Path, id_field: str, fields: Sequence[str]) ->
 
 
 def default_rejects_path(path: str | Path) -> Path:
-    """Where ``on_error="skip"`` writes bad records by default: ``<input>.rejects.jsonl``."""
-    return Path(f"{path}.rejects.jsonl")
+    """Where ``on_error="skip"`` writes bad records by default: ``<input>.rejects.jsonl``
+    (``stdin.rejects.jsonl`` for standard input)."""
+    return Path(f"{'stdin' if str(path) == STDIN else path}.rejects.jsonl")
 
 
 def read_records(
@@ -331,7 +430,7 @@ def read_records(
     """The valid records of an input file, lazily, in file order (see the module doc).
 
     Args:
-        path: the input file.
+        path: the input file (``*.gz`` read through gzip), or ``-`` for standard input.
         input_format: ``"auto"`` (:func:`detect_format`) or a key of :data:`READERS`.
         id_field: key of the id in each record (default ``"id"``); text and SQuAD JSON
             records carry their id under ``"id"``.
@@ -355,7 +454,7 @@ def read_records(
     if fields is not None and (isinstance(fields, str) or not fields or len(set(fields)) != len(fields)
                                or not all(isinstance(name, str) for name in fields)):
         raise ValueError(f"fields must be a non-empty list of distinct names, got {fields!r}")
-    if not path.is_file():
+    if str(path) != STDIN and not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     input_format = detect_format(path) if input_format == "auto" else input_format
     if input_format not in READERS:
@@ -397,9 +496,10 @@ def _records(path: Path, fmt: _Format, id_field: str, fields: tuple[str, ...] | 
 
 
 def input_fingerprint(path: str | Path, block_size: int = 1 << 20) -> str:
-    """SHA-256 hex digest of the file's bytes, read in blocks of ``block_size``."""
+    """SHA-256 hex digest of the file's bytes as stored (compressed or not), read in blocks of
+    ``block_size``."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(_file_of(path), "rb") as f:
         while block := f.read(block_size):
             digest.update(block)
     return digest.hexdigest()

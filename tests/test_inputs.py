@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import pickle
 import random
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cache_builder import inputs
 from cache_builder.inputs import (
     InputError,
     ReadStats,
@@ -205,6 +208,9 @@ BAD_JSONL: dict[str, tuple[bytes | str | dict[str, Any], str | None, str]] = {
     "object text": ({"id": "b", "text": {"a": 1}}, "text", "must be a string or a token list, got object"),
     "invalid UTF-8": (b'{"id": "b", "text": "caf\xe9"}', None, "invalid UTF-8 at byte 24 of the line"),
     "lone surrogate": ('{"id": "b", "text": "half a pair \\ud83d here"}', "text", "lone surrogate"),
+    "nested 10,000 deep": ('{"id": "b", "text": ' + "[" * 10_000 + "]" * 10_000 + "}", None,
+                           "JSON nested too deeply to parse"),
+    "5,000-digit integer": ('{"id": ' + "9" * 5000 + ', "text": "x"}', None, "unreadable JSON number"),
 }
 
 
@@ -254,6 +260,18 @@ def test_every_bad_record_of_one_file_is_rejected_and_nothing_valid_is_lost(tmp_
     assert [(r["line"], r["field"]) for r in read_rejects(rejects)] == expected_rejects
     assert (stats.records, stats.rejected) == (len(BAD_JSONL), len(BAD_JSONL))
     assert not default_rejects_path(path).exists()
+
+
+def test_an_over_long_line_is_a_bad_record_and_never_read_whole(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(inputs, "MAX_LINE_BYTES", 64)
+    path = write_lines(tmp_path / "in.jsonl", [GOOD_BEFORE, {"id": "b", "text": "long " * 100}, GOOD_AFTER])
+    assert [(r.doc_id, r.line) for r in read_records(path, on_error="skip")] == [("g1", 1), ("g2", 3)]
+    [reject] = read_rejects(default_rejects_path(path))
+    assert reject["line"] == 2 and reject["reason"].startswith("line longer than 64 bytes")
+    cr_only = tmp_path / "old_mac.txt"  # \r line endings: the whole file is one line
+    cr_only.write_bytes(b"first document .\r" * 20)
+    with pytest.raises(InputError, match=r"old_mac.txt:1: line longer than 64 bytes"):
+        list(read_records(cr_only))
 
 
 def test_bad_token_lists(tmp_path: Path) -> None:
@@ -319,6 +337,19 @@ def test_squad_bad_questions_and_paragraphs(tmp_path: Path) -> None:
     assert stats.rejected == 6
 
 
+def test_squad_questions_that_cannot_be_written_as_they_are_still_go_to_the_rejects(tmp_path: Path) -> None:
+    squad = make_squad(articles=1, paragraphs=1, questions=3)
+    qas = squad["data"][0]["paragraphs"][0]["qas"]
+    qas[0]["question"] = "half a pair \ud83d"  # lone surrogate: not writable as UTF-8
+    qas[1]["question"] = json.loads("[" * 900 + "]" * 900)  # parses, but is too deep to write back
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(squad))
+    assert [r.doc_id for r in read_records(path, on_error="skip")] == [qas[2]["id"]]
+    rejects = read_rejects(default_rejects_path(path))
+    assert [(r["line"], r["field"]) for r in rejects] == [(1, "question"), (2, "question")]
+    assert json.loads(rejects[0]["raw"])["question"] == "half a pair \ud83d"
+
+
 def test_squad_file_that_cannot_be_parsed_always_raises(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{\n  "data": [\n    {"paragraphs": ]\n  ]\n}\n')
@@ -381,3 +412,52 @@ def test_input_fingerprint_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
     path.write_bytes(bytes(range(256)) * 1000)
     assert input_fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     assert input_fingerprint(path, block_size=1000) == input_fingerprint(path)
+
+
+# ---------------------------------------------------------------------------- gzip and standard input
+
+
+def test_gzip_inputs_stream_with_their_line_numbers(tmp_path: Path) -> None:
+    lines = [GOOD_BEFORE, {"id": "b", "text": ""}, GOOD_AFTER]
+    plain = write_lines(tmp_path / "in.jsonl", lines)
+    packed = tmp_path / "in.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert detect_format(packed) == "jsonl"
+    assert [(r.doc_id, r.line) for r in read_records(packed, on_error="skip")] == [("g1", 1), ("g2", 3)]
+    assert [r["line"] for r in read_rejects(default_rejects_path(packed))] == [2]
+    with pytest.raises(InputError, match=r"in\.jsonl\.gz:2: field text: is empty"):
+        list(read_records(packed))
+    text = tmp_path / "in.txt.gz"
+    text.write_bytes(gzip.compress(b"first line .\n\nthird line .\n"))
+    assert [(r.doc_id, r.fields["text"]) for r in read_records(text, on_error="skip")] == [
+        ("0", "first line ."), ("2", "third line .")]
+    squad = make_squad(articles=1)
+    squad_gz = tmp_path / "train-v1.1.json.gz"  # .json: the format comes from the content
+    squad_gz.write_bytes(gzip.compress(json.dumps(squad).encode()))
+    assert detect_format(squad_gz) == "squad"
+    assert len(list(read_records(squad_gz))) == 18
+    # Streaming: records come out before a damaged end is reached, which is then a clear error.
+    many = gzip.compress(b"".join(b'{"id": "%d", "text": "line %d"}\n' % (i, i) for i in range(20000)))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(many[: len(many) // 2])
+    records = read_records(cut)
+    assert next(records).doc_id == "0"
+    with pytest.raises(InputError, match=r"cut\.jsonl\.gz: damaged gzip data"):
+        list(records)
+    assert input_fingerprint(packed) == hashlib.sha256(packed.read_bytes()).hexdigest()
+
+
+def test_standard_input_is_a_source(tmp_path: Path, monkeypatch) -> None:
+    data = b'{"id": "a", "text": "from a pipe ."}\n{"id": "b", "text": ""}\n{"id": "c", "text": "end ."}\n'
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    inputs._stdin_copy.cache_clear()
+    try:
+        assert detect_format("-") == "jsonl"
+        with pytest.raises(InputError, match=r"^<stdin>:2: field text: is empty"):
+            list(read_records("-"))
+        monkeypatch.chdir(tmp_path)
+        assert [r.doc_id for r in read_records("-", on_error="skip")] == ["a", "c"]  # read again: copied once
+        assert [r["line"] for r in read_rejects(tmp_path / "stdin.rejects.jsonl")] == [2]
+        assert input_fingerprint("-") == hashlib.sha256(data).hexdigest()
+    finally:
+        inputs._stdin_copy.cache_clear()
