@@ -72,10 +72,20 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_embed)
 
 
+def _add_tokenizer(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--tokenizer", default=default,
+                   help="en, zh (jieba), whitespace, or auto: jieba for runs of Han characters, en for "
+                        "the rest" + (f" (default {default})" if default else
+                                      " (default: the one the model records, else auto)"))
+    p.add_argument("--user-dict", action="append", default=[],
+                   help="jieba user dictionary, 'word [freq] [tag]' per line (repeatable)")
+
+
 def _run_vocab(args: argparse.Namespace) -> int:
+    from elmo.tokenize import choose_tokenizer
     from elmo.vocab import make_vocab
 
-    stats = make_vocab(args.corpus, args.out, lang=args.lang, user_dicts=args.user_dict,
+    stats = make_vocab(args.corpus, args.out, choose_tokenizer(args.tokenizer, args.user_dict),
                        segmented_out=args.segmented_out, min_count=args.min_count, max_size=args.max_size)
     print(f"{stats.n_tokens} tokens in {stats.n_sentences} sentences, {stats.n_types} distinct; "
           f"wrote {stats.vocab_size} vocabulary entries to {args.out}")
@@ -86,12 +96,12 @@ def _add_vocab(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("vocab", help="segment raw text and build a training vocabulary",
                        description="Segments raw text (jieba for Chinese), optionally writes it one "
                                    "sentence per line, and writes a vocabulary: <S>, </S>, <UNK>, then "
-                                   "tokens by descending count. Prints the token count training needs.")
+                                   "tokens by descending count, and the tokenizer beside it "
+                                   "(VOCAB.tokenizer.json, which train and export carry to the model). "
+                                   "Prints the token count training needs.")
     p.add_argument("corpus", nargs="+", help="raw text files, one sentence (or paragraph) per line")
     p.add_argument("--out", required=True, help="vocabulary file to write")
-    p.add_argument("--lang", choices=("zh", "en", "auto"), default="auto",
-                   help="zh: jieba; en: words and punctuation; auto (default): jieba for lines with CJK")
-    p.add_argument("--user-dict", action="append", default=[], help="jieba user dictionary (repeatable)")
+    _add_tokenizer(p, "auto")
     p.add_argument("--segmented-out", help="folder for the segmented files (same names), the input of train")
     p.add_argument("--min-count", type=int, default=1, help="drop tokens seen fewer times (default 1)")
     p.add_argument("--max-size", type=int, help="keep at most this many entries, special tokens included")
@@ -118,7 +128,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout", action="append", default=[],
                    help="glob of held-out files (repeatable): perplexity, best model, early stopping")
     p.add_argument("--vocab", help="training vocabulary (from the vocab command); not with --init-from")
-    p.add_argument("--config", help="architecture and training config (schemas/train_config.schema.json)")
+    p.add_argument("--config", help="architecture and training config (elmo/schemas/train_config.schema.json)")
     p.add_argument("--save-dir", required=True, help="folder for checkpoint.pt and best.pt")
     p.add_argument("--resume", action="store_true", help="continue from --save-dir's last checkpoint")
     p.add_argument("--init-from", help="exported model folder to fine-tune (keeps its vocabulary)")
@@ -181,12 +191,14 @@ def _default_store(input_path: str) -> str:
 def _run_precompute(args: argparse.Namespace) -> int:
     from cache_builder.engine import PrecomputeSettings, dry_run, precompute
     from cache_builder.layers import parse_layer_spec
+    from elmo.tokenize import choose_tokenizer
 
     bilm, files = _load_model(args)
     spec = parse_layer_spec(bilm.options.lstm.n_layers + 1, layers=args.layers, mix=args.mix,
                             mix_logits=args.mix_logits, gamma=args.gamma)
+    tokenizer = choose_tokenizer(args.tokenizer, args.user_dict, model_dir=os.path.dirname(files[0]))
     settings = PrecomputeSettings(
-        layers=spec, dtype=args.dtype, compute_dtype=args.compute_dtype, tokenizer=args.tokenizer,
+        layers=spec, dtype=args.dtype, compute_dtype=args.compute_dtype, tokenizer=tokenizer,
         max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, window_tokens=args.window_tokens,
         input_format=args.input_format, id_field=args.id_field,
         fields=tuple(args.fields.split(",")) if args.fields else None, on_error=args.on_error)
@@ -219,7 +231,7 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma", type=float, default=1.0, help="scale of the mix (default 1)")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="stored dtype")
     p.add_argument("--format", choices=("zarr", "hdf5"), help="store backend (default: from the path)")
-    p.add_argument("--tokenizer", default="auto", help="en, zh, whitespace or auto (default)")
+    _add_tokenizer(p, None)
     p.add_argument("--input-format", default="auto", help="jsonl, squad, text or auto (default)")
     p.add_argument("--id-field", help="JSONL key of the document id (default id)")
     p.add_argument("--fields", help="comma-separated JSONL text fields to embed")

@@ -37,8 +37,8 @@ from cache_builder.batching import length_batches  # noqa: E402
 from cache_builder.engine import PrecomputeSettings, precompute, windows  # noqa: E402
 from cache_builder.inputs import read_records  # noqa: E402
 from cache_builder.layers import parse_layer_spec  # noqa: E402
-from cache_builder.tokenize import get_tokenizer  # noqa: E402
 from elmo import BiLM, BiLMOptions, load_bilm  # noqa: E402
+from elmo.tokenize import get_tokenizer  # noqa: E402
 from elmo.weights import save_weights  # noqa: E402
 
 from peak_rss import reported_peak  # noqa: E402

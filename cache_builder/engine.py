@@ -41,9 +41,10 @@ from cache_builder.store import hdf5_store, zarr_store
 from cache_builder.store.layout import (FORMAT_NAME, FORMAT_VERSION, OFFSET_ARRAYS, array_specs,
                                         bytes_per_token_estimate, chunk_rows, decode_strings,
                                         encode_strings)
-from cache_builder.tokenize import Tokenized, Tokenizer, get_tokenizer, split_long, tokenize_field
+from cache_builder.tokenize import split_long, tokenize_field
 from elmo import BiLM
 from elmo.runtime import DTYPES, resolve_device, resolve_dtype
+from elmo.tokenize import Tokenized, Tokenizer, get_tokenizer
 from elmo.weights import model_fingerprint
 
 STORE_DTYPES = ("float16", "float32")
@@ -63,7 +64,8 @@ class PrecomputeSettings:
         layers: kept layers or the fixed mix.
         dtype: "float16" or "float32" for stored vectors.
         compute_dtype: the model's precision while it runs ("float32", "bfloat16", "float16").
-        tokenizer: a name for :func:`cache_builder.tokenize.get_tokenizer`.
+        tokenizer: a tokenizer of :mod:`elmo.tokenize` (e.g. a model's recorded one), or a
+            registered name, built with default options.
         max_tokens: longer texts are split on sentence boundaries into pieces of at most this.
         batch_tokens: padded tokens per model batch.
         window_tokens: new tokens per window, the unit of bucketing, writing and resume.
@@ -73,7 +75,7 @@ class PrecomputeSettings:
     layers: LayerSpec
     dtype: str = "float16"
     compute_dtype: str = "float32"
-    tokenizer: str = "auto"
+    tokenizer: Tokenizer | str = "auto"
     max_tokens: int = 512
     batch_tokens: int = 4096
     window_tokens: int = 1 << 15
@@ -83,6 +85,8 @@ class PrecomputeSettings:
     on_error: str = "raise"
 
     def __post_init__(self) -> None:
+        if isinstance(self.tokenizer, str):
+            object.__setattr__(self, "tokenizer", get_tokenizer(self.tokenizer))
         if self.dtype not in STORE_DTYPES:
             raise ValueError(f"--dtype {self.dtype}: a store holds one of {STORE_DTYPES}")
         if self.compute_dtype not in DTYPES:
@@ -486,7 +490,7 @@ def precompute(input_path: str, store_path: str, bilm: BiLM, settings: Precomput
     """
     dev = resolve_device(device)
     compute_dtype = resolve_dtype(settings.compute_dtype, dev)
-    tokenizer = get_tokenizer(settings.tokenizer)
+    tokenizer = settings.tokenizer
     fmt = store_format(store_path, format)
     head = _manifest_head(input_path, bilm, settings, tokenizer, fmt, model_files)  # weights as given
     bilm = bilm.to(dev, compute_dtype).eval()
@@ -631,7 +635,7 @@ def _human(n: float) -> str:
 def dry_run(input_path: str, bilm: BiLM, settings: PrecomputeSettings) -> DryRunReport:
     """Read, tokenize and dedup ``input_path`` without running the model."""
     stats = ReadStats()
-    tokenizer = get_tokenizer(settings.tokenizer)
+    tokenizer = settings.tokenizer
     types: set[str] = set()
     type_bytes = segments = tokens = tokens_in = 0
     for window in windows(_records(input_path, settings, stats, None), tokenizer, settings.max_tokens,

@@ -28,7 +28,7 @@ Sources (:func:`open_input`): a path; a gzip-compressed file (``*.gz``, decompre
 is read; the format comes from the name without ``.gz``); or ``-``, standard input.
 
 A record is normalized to ``{"id": ..., "fields": {name: text or token list}}`` and validated
-against ``schemas/input_record.schema.json``. Bad records (malformed JSON, invalid UTF-8,
+against ``cache_builder/schemas/input_record.schema.json``. Bad records (malformed JSON, invalid UTF-8,
 missing id, missing field, non-string or empty text, bad token list, duplicate id, lone
 surrogates smuggled in by JSON escapes, nesting too deep for the parser, integers too long to
 convert, over-long lines) raise
@@ -334,7 +334,7 @@ def detect_format(path: str | Path) -> str:
 
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
-    return jsonschema.Draft202012Validator(load_schema("input_record"))
+    return jsonschema.Draft202012Validator(load_schema("input_record", "cache_builder.schemas"))
 
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",

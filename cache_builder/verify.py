@@ -9,8 +9,9 @@ import torch
 
 from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.store import CorruptStoreError
-from cache_builder.tokenize import Tokenized, split_long
+from cache_builder.tokenize import split_long
 from elmo import BiLM, load_bilm
+from elmo.tokenize import Tokenized
 from elmo.weights import model_fingerprint
 
 # A recomputed (float32, CPU) segment may differ from the stored one by an absolute error for

@@ -1,4 +1,5 @@
-"""Tokenizers that keep character offsets into the original text, and long-document splitting.
+"""Tokenizers that keep character offsets into the original text: one registry for the
+segmentation of training text (``vocab``) and of the text a model embeds (``precompute``).
 
 Every tokenizer maps a text to a :class:`Tokenized`: the tokens and, for each, its
 ``(start, end)`` character offsets with ``text[start:end] == token``. The store keeps the
@@ -12,7 +13,8 @@ Registered tokenizers (:data:`TOKENIZERS`, built with :func:`get_tokenizer`):
   (``3.14``, ``1,000``), letter-dot abbreviations (``U.S.``), a few titles (``Mr.``) and
   hyphenated words stay whole.
 - ``zh``: jieba word segmentation (``jieba.Tokenizer.tokenize``, which reports offsets);
-  whitespace between words is dropped.
+  whitespace between words is dropped. User dictionaries (:class:`UserDictionary`) add
+  domain words; each set of them gets a private ``jieba.Tokenizer``.
 - ``whitespace``: the text is already tokenized; tokens are the maximal non-space runs.
 - ``auto``: by script, run by run: every run of Han characters goes to ``zh``, the rest of
   the text to ``en``. A purely English text gets exactly the ``en`` tokens.
@@ -20,16 +22,32 @@ Registered tokenizers (:data:`TOKENIZERS`, built with :func:`get_tokenizer`):
 Very long tokens are kept whole: the model reads at most 48 UTF-8 bytes of a token (the
 published character convention), so a 200-character token is embedded from its first
 48 bytes; it is neither an error nor split.
+
+A model records how its training text was segmented: :func:`save_tokenizer` writes
+``tokenizer.json`` (name, options and the user dictionaries' text, so the record is
+self-contained; ``elmo/schemas/tokenizer.schema.json``) and :func:`load_tokenizer` rebuilds the
+tokenizer from it. ``vocab`` writes the record beside the vocabulary, ``train`` keeps it in
+the save dir, ``export`` puts it in the model directory, and ``precompute`` uses the model's.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
+import io
+import json
+import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Protocol
+
+from elmo.schemas import schema_errors
+
+RECORD = "tokenizer.json"  # a model directory's record of its tokenizer
 
 
 @dataclass(frozen=True)
@@ -53,12 +71,46 @@ class Tokenized:
         return Tokenized(self.tokens[index], self.spans[index])
 
 
-class Tokenizer(Protocol):
-    """Text → tokens with offsets. ``settings()`` is JSON-able and goes into the store manifest."""
+@dataclass(frozen=True)
+class UserDictionary:
+    """A jieba user dictionary (``word [freq] [tag]`` per line), held by its content so that a
+    tokenizer built from it is the same wherever it is rebuilt.
+
+    Attributes:
+        name: the file name it was read from (for people; the content is what counts).
+        text: the dictionary's lines.
+    """
 
     name: str
+    text: str
+
+    @classmethod
+    def read(cls, path: str | Path) -> UserDictionary:
+        """Raises: FileNotFoundError naming a missing file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: user dictionary not found")
+        return cls(path.name, path.read_text(encoding="utf-8-sig"))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+class Tokenizer(Protocol):
+    """Text → tokens with offsets.
+
+    ``options()`` are the keyword arguments that rebuild it with :func:`get_tokenizer`
+    (besides ``user_dicts``); ``settings()`` is JSON-able, identifies its output (versions,
+    dictionary hashes) and goes into the store manifest.
+    """
+
+    name: str
+    user_dicts: tuple[UserDictionary, ...]
 
     def __call__(self, text: str) -> Tokenized: ...
+
+    def options(self) -> dict[str, Any]: ...
 
     def settings(self) -> dict[str, Any]: ...
 
@@ -76,10 +128,14 @@ class WhitespaceTokenizer:
     """The text is already tokenized: tokens are maximal runs of non-whitespace characters."""
 
     name = "whitespace"
+    user_dicts: tuple[UserDictionary, ...] = ()
     _TOKEN = re.compile(r"\S+")
 
     def __call__(self, text: str) -> Tokenized:
         return _from_matches(self._TOKEN.finditer(text))
+
+    def options(self) -> dict[str, Any]:
+        return {}
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -109,6 +165,7 @@ class EnglishTokenizer:
     """Rule-based English tokenizer (PTB / spaCy conventions), offsets kept; see the module doc."""
 
     name = "en"
+    user_dicts: tuple[UserDictionary, ...] = ()
     RULES_VERSION = 1  # bump whenever the rules change: it goes into the manifest
     _TOKEN = re.compile("|".join(f"(?:{p})" for p in _ENGLISH_TOKEN_KINDS.values()))
 
@@ -119,16 +176,24 @@ class EnglishTokenizer:
         """Tokens of ``text[start:end]``, offsets into ``text``."""
         return _from_matches(self._TOKEN.finditer(text, start, end))
 
+    def options(self) -> dict[str, Any]:
+        return {}
+
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "rules_version": self.RULES_VERSION}
 
 
 @functools.cache
-def _jieba() -> Any:
-    """This process's jieba segmenter with the default dictionary."""
+def _jieba(user_dicts: tuple[UserDictionary, ...]) -> Any:
+    """This process's jieba segmenter for a set of user dictionaries: a private
+    ``jieba.Tokenizer`` each, so that one set's words never leak into another's cuts."""
     import jieba
 
-    return jieba.Tokenizer()
+    jieba.setLogLevel(logging.WARNING)  # its start-up lines are noise on every run
+    segmenter = jieba.Tokenizer()
+    for d in user_dicts:
+        segmenter.load_userdict(io.BytesIO(d.text.encode("utf-8")))
+    return segmenter
 
 
 class ChineseTokenizer:
@@ -136,15 +201,18 @@ class ChineseTokenizer:
 
     Args:
         hmm: let jieba find out-of-dictionary words with its HMM (jieba's default).
+        user_dicts: jieba user dictionaries, in load order.
 
-    The jieba dictionary is loaded on first use, once per process (about a second), and is
-    not part of the tokenizer object, which therefore pickles cheaply to worker processes.
+    The jieba dictionary is loaded on first use, once per process and dictionary set (about
+    a second), and is not part of the tokenizer object, which therefore pickles cheaply to
+    worker processes.
     """
 
     name = "zh"
 
-    def __init__(self, hmm: bool = True) -> None:
+    def __init__(self, hmm: bool = True, user_dicts: Sequence[UserDictionary] = ()) -> None:
         self.hmm = hmm
+        self.user_dicts = tuple(user_dicts)
 
     def __call__(self, text: str) -> Tokenized:
         return self.tokenize_span(text, 0, len(text))
@@ -152,14 +220,18 @@ class ChineseTokenizer:
     def tokenize_span(self, text: str, start: int, end: int) -> Tokenized:
         """Tokens of ``text[start:end]``, offsets into ``text``."""
         tokens, spans = [], []
-        for word, s, e in _jieba().tokenize(text[start:end], HMM=self.hmm):
+        for word, s, e in _jieba(self.user_dicts).tokenize(text[start:end], HMM=self.hmm):
             if not word.isspace():
                 tokens.append(word)
                 spans.append((start + s, start + e))
         return Tokenized(tokens, spans)
 
+    def options(self) -> dict[str, Any]:
+        return {"hmm": self.hmm}
+
     def settings(self) -> dict[str, Any]:
-        return {"name": self.name, "hmm": self.hmm, "jieba_version": version("jieba")}
+        return {"name": self.name, "hmm": self.hmm, "jieba_version": version("jieba"),
+                "user_dicts": [{"name": d.name, "sha256": d.sha256} for d in self.user_dicts]}
 
 
 # Han ideographs: CJK Unified Ideographs, extension A, compatibility ideographs, extensions B+.
@@ -170,14 +242,18 @@ class ScriptTokenizer:
     """``auto``: runs of Han characters go to the Chinese tokenizer, all other text to English.
 
     Args:
-        hmm: passed to :class:`ChineseTokenizer`.
+        hmm, user_dicts: passed to :class:`ChineseTokenizer`.
     """
 
     name = "auto"
 
-    def __init__(self, hmm: bool = True) -> None:
+    def __init__(self, hmm: bool = True, user_dicts: Sequence[UserDictionary] = ()) -> None:
         self.en = EnglishTokenizer()
-        self.zh = ChineseTokenizer(hmm=hmm)
+        self.zh = ChineseTokenizer(hmm=hmm, user_dicts=user_dicts)
+
+    @property
+    def user_dicts(self) -> tuple[UserDictionary, ...]:
+        return self.zh.user_dicts
 
     def __call__(self, text: str) -> Tokenized:
         tokens: list[str] = []
@@ -192,6 +268,9 @@ class ScriptTokenizer:
         rest = self.en.tokenize_span(text, position, len(text))
         return Tokenized(tokens + rest.tokens, spans + rest.spans)
 
+    def options(self) -> dict[str, Any]:
+        return self.zh.options()
+
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "en": self.en.settings(), "zh": self.zh.settings()}
 
@@ -205,74 +284,88 @@ TOKENIZERS: dict[str, Callable[..., Tokenizer]] = {
 
 
 def get_tokenizer(name: str, **options: Any) -> Tokenizer:
-    """The registered tokenizer ``name`` built with ``options`` (e.g. ``hmm=False`` for ``zh``).
+    """The registered tokenizer ``name`` built with ``options`` (e.g. ``hmm=False`` or
+    ``user_dicts=[UserDictionary.read(path)]`` for ``zh`` and ``auto``).
 
     Raises:
-        ValueError: unknown name; the message lists the registered ones.
+        ValueError: unknown name (the message lists the registered ones), or an option the
+            tokenizer does not take.
     """
     if name not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; registered: {', '.join(sorted(TOKENIZERS))}")
+    signature = inspect.signature(TOKENIZERS[name])
+    try:
+        signature.bind(**options)
+    except TypeError:
+        taken = ", ".join(signature.parameters) or "no options"
+        raise ValueError(f"tokenizer {name!r} takes {taken}; got {', '.join(sorted(options))}") from None
     return TOKENIZERS[name](**options)
 
 
-def pretokenized(tokens: list[str]) -> Tokenized:
-    """A record's given token list, used as is; spans are offsets into ``" ".join(tokens)``."""
-    spans, start = [], 0
-    for token in tokens:
-        spans.append((start, start + len(token)))
-        start += len(token) + 1
-    return Tokenized(list(tokens), spans)
+def with_user_dicts(tokenizer: Tokenizer, paths: Sequence[str | Path]) -> Tokenizer:
+    """``tokenizer`` with the user dictionaries at ``paths`` loaded after its own."""
+    if not paths:
+        return tokenizer
+    extra = tuple(UserDictionary.read(p) for p in paths)
+    return get_tokenizer(tokenizer.name, **tokenizer.options(), user_dicts=tokenizer.user_dicts + extra)
 
 
-def tokenize_field(value: str | list[str], tokenizer: Tokenizer) -> Tokenized:
-    """One record field as tokens: text goes through ``tokenizer``, a token list is used as is."""
-    return pretokenized(value) if isinstance(value, list) else tokenizer(value)
+# ---------------------------------------------------------------------------------------
+# The record of how a model's training text was segmented.
 
 
-SENTENCE_TERMINATORS = frozenset(".!?。！？｡…‼⁇⁈⁉")
-CLOSERS = frozenset("\"'’”)]}」』》〉）")
+def tokenizer_record(tokenizer: Tokenizer) -> dict[str, Any]:
+    """What rebuilds ``tokenizer`` anywhere: its name, options and user dictionaries' text."""
+    return {"name": tokenizer.name, "options": tokenizer.options(),
+            "user_dicts": [{"name": d.name, "text": d.text} for d in tokenizer.user_dicts]}
 
 
-def _sentence_ends(doc: Tokenized) -> list[int]:
-    """Token indices just past each sentence: after a token made only of terminators (``.``,
-    ``?!``, ``。``...) and the closing quotes or brackets that touch it (``."``, ``?)``). The
-    last index is ``len(doc)``."""
-    tokens, spans = doc.tokens, doc.spans
-    ends = []
-    i = 0
-    while i < len(tokens):
-        i += 1
-        if set(tokens[i - 1]) <= SENTENCE_TERMINATORS:
-            while i < len(tokens) and set(tokens[i]) <= CLOSERS and spans[i][0] == spans[i - 1][1]:
-                i += 1
-            ends.append(i)
-    if not ends or ends[-1] != len(tokens):
-        ends.append(len(tokens))
-    return ends
+def tokenizer_from_record(record: Any, source: str = "<tokenizer record>") -> Tokenizer:
+    """Inverse of :func:`tokenizer_record`.
 
-
-def split_long(doc: Tokenized, max_tokens: int) -> list[Tokenized]:
-    """Pieces of at most ``max_tokens`` tokens, cut at sentence boundaries.
-
-    Sentences are packed greedily into pieces; a sentence longer than ``max_tokens`` is cut
-    every ``max_tokens`` tokens and its tail starts the next piece. Spans stay offsets into the
-    original text, and concatenating the pieces' tokens gives back ``doc.tokens`` exactly. A
-    document of at most ``max_tokens`` tokens comes back as ``[doc]``.
+    Raises:
+        ValueError: naming ``source`` and what is wrong with the record.
     """
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    if len(doc) <= max_tokens:
-        return [doc]
-    pieces: list[Tokenized] = []
-    start = 0  # first token of the piece being filled
-    sentence_start = 0
-    for end in _sentence_ends(doc):
-        if end - start > max_tokens and sentence_start > start:
-            pieces.append(doc[start:sentence_start])
-            start = sentence_start
-        while end - start > max_tokens:
-            pieces.append(doc[start : start + max_tokens])
-            start += max_tokens
-        sentence_start = end
-    pieces.append(doc[start:])
-    return pieces
+    errors = schema_errors(record, "tokenizer")
+    if errors:
+        raise ValueError(f"{source}: invalid tokenizer record: " + "; ".join(errors))
+    dicts = tuple(UserDictionary(d["name"], d["text"]) for d in record["user_dicts"])
+    options = {**record["options"], **({"user_dicts": dicts} if dicts else {})}
+    try:
+        return get_tokenizer(record["name"], **options)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> None:
+    """Write :func:`tokenizer_record` to ``path`` (JSON, UTF-8)."""
+    Path(path).write_text(json.dumps(tokenizer_record(tokenizer), ensure_ascii=False, indent=2) + "\n",
+                          encoding="utf-8")
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer a record file describes.
+
+    Raises:
+        ValueError: naming the file, when it is not valid JSON or not a valid record.
+    """
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno}: not valid JSON: {e.msg}") from None
+    return tokenizer_from_record(record, str(path))
+
+
+def model_tokenizer(model_dir: str | Path) -> Tokenizer | None:
+    """The tokenizer a model directory records (its ``tokenizer.json``), None when it has none."""
+    path = Path(model_dir) / RECORD
+    return load_tokenizer(path) if path.is_file() else None
+
+
+def choose_tokenizer(name: str | None = None, user_dicts: Sequence[str | Path] = (),
+                     model_dir: str | Path | None = None) -> Tokenizer:
+    """The tokenizer for embedding text with a model: ``name`` when given (default options),
+    else the one ``model_dir`` records (how its training text was segmented), else ``auto``;
+    with the ``user_dicts`` files loaded after its own dictionaries."""
+    recorded = model_tokenizer(model_dir) if name is None and model_dir is not None else None
+    return with_user_dicts(recorded or get_tokenizer(name or "auto"), user_dicts)

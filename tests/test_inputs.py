@@ -23,7 +23,7 @@ from cache_builder.inputs import (
     input_fingerprint,
     read_records,
 )
-from cache_builder.tokenize import get_tokenizer
+from elmo.tokenize import get_tokenizer
 
 # ---------------------------------------------------------------------------- generators
 
