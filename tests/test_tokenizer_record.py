@@ -5,6 +5,8 @@ directory keeps; the bundled default model carries its own."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from elmo.vocab import read_vocab
 from tests.test_inputs import write_lines
 from tests.tiny import tiny_options
 
+REPO = Path(__file__).resolve().parent.parent
 RAW = ["我买了六斤苹果。", "奶奶买了三斤苹果。", "他买了一个苹果7。", "I don't like the bank.", "我们买了手机。"] * 8
 # A CMRC 2018-style record: the answer is a character span of the context.
 CONTEXT, QUESTION, ANSWER = "我买了六斤苹果。", "我买了几斤苹果？", (1, 3)  # "买了"
@@ -97,3 +100,11 @@ def test_the_default_model_records_its_tokenizer_and_precompute_uses_it(tmp_path
     assert all(set(cache.tokens(doc_id).tokens) <= vocab for doc_id in ("a", "b"))
     assert cache.info()["tokenizer"]["settings"]["zh"]["user_dicts"] == [
         {"name": "user_dict.txt", "sha256": repo_dict.sha256}]
+
+
+def test_quiet_precompute_of_chinese_prints_nothing_on_stderr(tmp_path: Path):
+    data = write_lines(tmp_path / "zh.jsonl", [{"id": "a", "text": "她买了六斤苹果。"}])
+    run = subprocess.run([sys.executable, str(REPO / "cli.py"), "precompute", str(data), "-o",
+                          str(tmp_path / "s.zarr"), "-q", "--device", "cpu"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr == ""  # no jieba start-up lines
+    assert run.stdout.startswith(f"{tmp_path / 's.zarr'}: 1 documents")
