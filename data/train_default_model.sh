@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild elmo/default_model from the sample corpus (about 2-3 minutes on 2 CPU cores).
 # Run from the repository root: bash data/train_default_model.sh
-# One thread: as fast as two for this small model, and the figures in TRAINING.md are bit-exact.
+# One thread: as fast as two for this small model, and a rerun with the same code gives the same bits.
 export OMP_NUM_THREADS=1
 set -euo pipefail
 WORK=${WORK:-build/default_model_run}
