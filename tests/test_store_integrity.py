@@ -167,9 +167,9 @@ def test_verify_allows_for_the_recorded_compute_precision(tmp_path: Path, model_
 
 
 def test_ctrl_c_says_in_one_line_that_the_same_command_resumes(tmp_path: Path, model_files):
-    text = corpus(tmp_path / "in.txt", 1500)
+    text = corpus(tmp_path / "in.txt", 800)
     store = tmp_path / "s.zarr"
-    args = ["precompute", str(text), "-o", str(store), "--tokenizer", "whitespace", "--window-tokens", "1000",
+    args = ["precompute", str(text), "-o", str(store), "--tokenizer", "whitespace", "--window-tokens", "500",
             "-q", "--options", str(model_files[0]), "--weights", str(model_files[1])]
     proc = subprocess.Popen(_cli(*args), cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -181,5 +181,5 @@ def test_ctrl_c_says_in_one_line_that_the_same_command_resumes(tmp_path: Path, m
     assert err.splitlines() == ["interrupted: run the same command again to resume from the last commit"]
     subprocess.run(_cli(*args), check=True, cwd=REPO)
     with open_cache(str(store)) as cache:
-        assert len(cache) == 1500
+        assert len(cache) == 800
     assert verify(str(store), sample=2).ok
