@@ -302,7 +302,7 @@ def get_tokenizer(name: str, **options: Any) -> Tokenizer:
     return TOKENIZERS[name](**options)
 
 
-def with_user_dicts(tokenizer: Tokenizer, paths: Sequence[str | Path]) -> Tokenizer:
+def _with_user_dicts(tokenizer: Tokenizer, paths: Sequence[str | Path]) -> Tokenizer:
     """``tokenizer`` with the user dictionaries at ``paths`` loaded after its own."""
     if not paths:
         return tokenizer
@@ -368,4 +368,4 @@ def choose_tokenizer(name: str | None = None, user_dicts: Sequence[str | Path] =
     else the one ``model_dir`` records (how its training text was segmented), else ``auto``;
     with the ``user_dicts`` files loaded after its own dictionaries."""
     recorded = model_tokenizer(model_dir) if name is None and model_dir is not None else None
-    return with_user_dicts(recorded or get_tokenizer(name or "auto"), user_dicts)
+    return _with_user_dicts(recorded or get_tokenizer(name or "auto"), user_dicts)
