@@ -178,6 +178,28 @@ class EmbeddingCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- training-side views, each in its own module (imported here, so that reading needs none)
+    def pooled(self, doc_id: str, field: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """Mean over a field's tokens, float32: ``(n_layers_kept, dim)`` (``(dim,)`` mixed); see
+        :func:`cache_builder.pooling.pooled`."""
+        from cache_builder.pooling import pooled
+
+        return pooled(self, doc_id, field)
+
+    def to_hf_dataset(self, fields: Sequence[str] | None = None, **kwargs: Any):
+        """A Hugging Face ``datasets.Dataset``, one row per document field; see
+        :func:`cache_builder.interop.to_hf_dataset`."""
+        from cache_builder.interop import to_hf_dataset
+
+        return to_hf_dataset(self, fields, **kwargs)
+
+    def to_memmap(self, folder: str):
+        """``vectors.npy`` ``(n_tokens_total, n_layers_kept, dim)`` + ``offsets.npy`` + ``index.jsonl``
+        under ``folder``; see :func:`cache_builder.interop.to_memmap`."""
+        from cache_builder.interop import to_memmap
+
+        return to_memmap(self, folder)
+
 
 def open_cache(path: str) -> EmbeddingCache:
     """Open a complete store (Zarr directory, HDF5 file).

@@ -21,17 +21,14 @@ Formats (``input_format``; ``"auto"`` picks by extension, then by content, see
 
 JSONL and text files stream: they are read in binary one line at a time and each line is
 decoded on its own, so an invalid UTF-8 byte sequence is reported with its line number and,
-under ``on_error="skip"``, costs only that line. A line longer than :data:`MAX_LINE_BYTES` is a
-bad record too (a file with ``\r`` line endings reads as one line), never read whole.
-
-Sources (:func:`open_input`): a path; a gzip-compressed file (``*.gz``, decompressed while it
-is read; the format comes from the name without ``.gz``); or ``-``, standard input.
+under ``on_error="skip"``, costs only that line. Compressed data that is damaged or cut short
+is an :class:`InputError` naming the file.
 
 A record is normalized to ``{"id": ..., "fields": {name: text or token list}}`` and validated
-against ``cache_builder/schemas/input_record.schema.json``. Bad records (malformed JSON, invalid UTF-8,
-missing id, missing field, non-string or empty text, bad token list, duplicate id, lone
-surrogates smuggled in by JSON escapes, nesting too deep for the parser, integers too long to
-convert, over-long lines) raise
+against ``cache_builder/schemas/input_record.schema.json``. Bad records (malformed JSON,
+invalid UTF-8, missing id, missing field, non-string or empty text, bad token list, duplicate
+id, lone surrogates smuggled in by JSON escapes, nesting too deep for the parser, integers too
+long to convert) raise
 :class:`InputError` naming file, line, field and reason, or with ``on_error="skip"`` go to the
 rejects file, one JSON line each. Long tokens are not an error: the model reads the first
 48 UTF-8 bytes of each token.
@@ -39,25 +36,22 @@ rejects file, one JSON line each. Long tokens are not an error: the model reads 
 
 from __future__ import annotations
 
-import atexit
 import codecs
 import contextlib
 import functools
 import gzip
-import hashlib
 import json
-import os
+import lzma
 import re
-import shutil
-import sys
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
+import fsspec
 import jsonschema
+from fsspec.utils import infer_compression
 
 from elmo.schemas import load_schema
 
@@ -70,7 +64,7 @@ class InputError(ValueError):
     """
 
     def __init__(self, path: str | Path, line: int | None, reason: str, field: str | None = None):
-        self.path = "<stdin>" if str(path) == STDIN else str(path)
+        self.path = str(path)
         self.line = line
         self.field = field
         self.reason = reason
@@ -122,69 +116,24 @@ class _Item(NamedTuple):
     where: str = ""  # location in a nested file, e.g. "data[0].paragraphs[2].qas[1]"
 
 
-STDIN = "-"
-MAX_LINE_BYTES = 1 << 26  # 64 MiB: far beyond a real record, far below what breaks the machine
-
-
-@functools.cache
-def _stdin_copy() -> Path:
-    """Standard input copied once to a temporary file (removed at exit): a run reads its input
-    more than once (format, fingerprint, records), and a pipe can be read only once."""
-    with tempfile.NamedTemporaryFile(prefix="elmo-cache-stdin-", delete=False) as f:
-        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-    atexit.register(os.unlink, f.name)
-    return Path(f.name)
-
-
-def _file_of(path: str | Path) -> Path:
-    """The file holding the input's bytes as stored (compressed or not)."""
-    return _stdin_copy() if str(path) == STDIN else Path(path)
-
-
-def _is_gzip(path: str | Path) -> bool:
-    return str(path).lower().endswith(".gz")
-
-
 @contextlib.contextmanager
-def open_input(path: str | Path) -> Iterator[IO[bytes]]:
-    """The input's bytes as a binary stream: ``-`` is standard input, ``*.gz`` is decompressed
-    while it is read (streaming: memory does not grow with the file).
-
-    Raises:
-        InputError: compressed data that is damaged or cut short, while it is read.
-    """
-    opener = gzip.open if _is_gzip(path) else open
-    with opener(_file_of(path), "rb") as f:
-        try:
-            yield f
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise InputError(path, None, f"damaged gzip data ({e})") from None
+def _decompressing(name: str) -> Iterator[None]:
+    """Damaged or truncated compressed input, met while reading, as an :class:`InputError`."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as e:
+        raise InputError(name, None, f"damaged compressed data ({e})") from None
 
 
-def _lines(f: IO[bytes]) -> Iterator[bytes | None]:
-    """Every line of a binary stream, without reading more than :data:`MAX_LINE_BYTES` of one:
-    a longer line is skipped to its end and comes as ``None``."""
-    while line := f.readline(MAX_LINE_BYTES + 1):
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass
-            yield None
-        else:
-            yield line
-
-
-def _decoded_lines(path: Path) -> Iterator[_Item]:
-    """Every line of the input, read in binary and decoded alone; the value is the text without
-    its line ending, or ``None`` with a problem when the line is not valid UTF-8 or too long."""
-    with open_input(path) as f:
-        for number, data in enumerate(_lines(f), start=1):
-            if data is None:
-                yield _Item(number, "", None, f"line longer than {MAX_LINE_BYTES} bytes "
-                                              "(a file with \\r line endings?)")
-                continue
+def _decoded_lines(stream: BinaryIO, start_of_file: bool, name: str) -> Iterator[_Item]:
+    """Every line of a binary stream, decoded alone; the value is the text without its line
+    ending, or ``None`` with a problem when the line is not valid UTF-8. Lines are numbered
+    from 1 within the stream; a byte-order mark is dropped only at the start of a file."""
+    with _decompressing(name):
+        for number, data in enumerate(stream, start=1):
             data = data.removesuffix(b"\n").removesuffix(b"\r")
             try:
-                text = data.decode("utf-8-sig" if number == 1 else "utf-8")
+                text = data.decode("utf-8-sig" if number == 1 and start_of_file else "utf-8")
             except UnicodeDecodeError as e:
                 yield _Item(number, data.decode("utf-8", errors="replace"), None,
                             f"invalid UTF-8 at byte {e.start} of the line")
@@ -192,10 +141,10 @@ def _decoded_lines(path: Path) -> Iterator[_Item]:
             yield _Item(number, text, text)
 
 
-def _parse_json(text: str) -> Any:
-    """``json.loads``, with every way it can fail on bad data turned into a :class:`ValueError`:
-    malformed JSON (a :class:`json.JSONDecodeError`), nesting deeper than the parser's
-    recursion limit, and integers longer than Python converts (``sys.get_int_max_str_digits``)."""
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, with every way it fails on bad data a :class:`ValueError`: malformed JSON
+    (a :class:`json.JSONDecodeError`), nesting deeper than the parser's recursion limit, and
+    integers longer than Python converts (``sys.get_int_max_str_digits``)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -212,23 +161,31 @@ def _json_problem(error: ValueError) -> str:
     return str(error)
 
 
-def _read_jsonl(path: Path) -> Iterator[_Item]:
-    for item in _decoded_lines(path):
+def _read_jsonl(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_Item]:
+    for item in _decoded_lines(stream, start_of_file, name):
         if item.problem is not None:
             yield item
         elif item.value.strip():
             try:
-                yield item._replace(value=_parse_json(item.value))
+                yield item._replace(value=parse_json(item.value))
             except ValueError as e:
                 yield item._replace(value=None, problem=_json_problem(e))
 
 
-def _read_text(path: Path) -> Iterator[_Item]:
-    for item in _decoded_lines(path):
+def _read_text(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_Item]:
+    """Each line a document; its id (the 0-based line index) is set by :func:`text_id` once the
+    line's number in the whole file is known."""
+    for item in _decoded_lines(stream, start_of_file, name):
         if item.problem is not None:
             yield item
         else:
-            yield item._replace(value={"id": str(item.line - 1), "text": item.value})
+            yield item._replace(value={"id": text_id(item.line), "text": item.value})
+
+
+def text_id(line: int) -> str:
+    """The id of a plain-text document: its 0-based line index, the key AllenNLP's ``elmo``
+    command gives it."""
+    return str(line - 1)
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -252,13 +209,13 @@ def _member_list(parent: Any, key: str) -> tuple[list[Any], str | None]:
     return parent[key], None
 
 
-def _read_squad(path: Path) -> Iterator[_Item]:
+def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_Item]:
     """One item per question. A file that is not valid UTF-8 or JSON, or has no ``data`` list,
     raises :class:`InputError` whatever ``on_error`` says: nothing in it can be read."""
-    with open_input(path) as f:
-        data = f.read()
+    with _decompressing(path):
+        data = stream.read()
     try:
-        document = _parse_json(data.decode("utf-8-sig"))
+        document = parse_json(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         raise InputError(path, data.count(b"\n", 0, e.start) + 1,
@@ -290,33 +247,52 @@ def _read_squad(path: Path) -> Iterator[_Item]:
                 yield _Item(number, _dump(record), record, where=f"data[{a}].paragraphs[{p}].qas[{q}]")
 
 
-class _Format(NamedTuple):
-    read: Callable[[Path], Iterator[_Item]]
-    unit: str  # what Record.line counts, for messages
+class Format(NamedTuple):
+    """An input format: its reader (binary stream, name for messages, whether the stream starts
+    at the file's start) and what :attr:`Record.line` counts."""
+
+    read: Callable[[BinaryIO, str, bool], Iterator[_Item]]
+    unit: str
+    by_lines: bool  # one record per line: a byte range of whole lines can be read on its own
 
 
-READERS: dict[str, _Format] = {
-    "jsonl": _Format(_read_jsonl, "line"),
-    "squad": _Format(_read_squad, "question"),
-    "text": _Format(_read_text, "line"),
+READERS: dict[str, Format] = {
+    "jsonl": Format(_read_jsonl, "line", True),
+    "squad": Format(_read_squad, "question", False),
+    "text": Format(_read_text, "line", True),
 }
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text"}
 _SNIFF_BYTES = 1 << 20
 
 
-def detect_format(path: str | Path) -> str:
-    """The input format of ``path``: by extension (:data:`EXTENSIONS`, after a ``.gz``), else
-    by content.
+def open_input(location: str, storage_options: dict[str, Any] | None = None) -> BinaryIO:
+    """A local path or fsspec URL opened for binary reading; ``.gz``/``.bz2``/``.xz``/``.zst``
+    files are decompressed as they stream."""
+    return fsspec.open(location, "rb", compression="infer", **(storage_options or {})).open()
+
+
+def _suffix(location: str) -> str:
+    """The format extension of ``location``, after any compression extension."""
+    name = location.lower().rsplit("/", 1)[-1]
+    stem, dot, ext = name.rpartition(".")
+    if dot and infer_compression(name) is not None:
+        stem, dot, ext = stem.rpartition(".")
+    return f".{ext}" if dot else ""
+
+
+def detect_format(location: str | Path, storage_options: dict[str, Any] | None = None) -> str:
+    """The input format of ``location``: by extension (:data:`EXTENSIONS`, after any
+    compression extension), else by content.
 
     Content rules (``.json`` and unknown extensions): a file not starting with ``{`` is
     text; a file whose first line is a complete JSON object is SQuAD JSON if that object has a
     ``data`` key and JSONL otherwise; a JSON document spread over lines (or whose single line
     is longer than 1 MiB) is SQuAD JSON.
     """
-    suffix = Path(str(path).removesuffix(".gz").removesuffix(".GZ")).suffix.lower()
-    if suffix in EXTENSIONS:
-        return EXTENSIONS[suffix]
-    with open_input(path) as f:
+    location = str(location)
+    if _suffix(location) in EXTENSIONS:
+        return EXTENSIONS[_suffix(location)]
+    with open_input(location, storage_options) as f:
         head = f.read(_SNIFF_BYTES).removeprefix(codecs.BOM_UTF8).lstrip()
     if not head.startswith(b"{"):
         return "text"
@@ -324,7 +300,7 @@ def detect_format(path: str | Path) -> str:
     if not newline and len(head) == _SNIFF_BYTES:
         return "squad"
     try:
-        obj = _parse_json(first.decode("utf-8", errors="replace"))
+        obj = parse_json(first.decode("utf-8", errors="replace"))
     except json.JSONDecodeError:
         return "squad"
     except ValueError:  # one complete but unreadable object: a JSON Lines record the reader reports
@@ -376,7 +352,9 @@ def _schema_problem(instance: dict[str, Any], id_field: str) -> tuple[str, str |
     return reason, field
 
 
-def _infer_fields(record: dict[str, Any], path: Path, line: int | None) -> tuple[str, ...]:
+def infer_fields(record: dict[str, Any], path: str, line: int | None) -> tuple[str, ...]:
+    """The fields to embed when none are given: the first of :data:`DEFAULT_LAYOUTS` whose keys
+    are all in ``record`` (a file's first record)."""
     for layout in DEFAULT_LAYOUTS:
         if all(key in record for key in layout):
             return layout
@@ -385,8 +363,8 @@ def _infer_fields(record: dict[str, Any], path: Path, line: int | None) -> tuple
                                  f"{sorted(record)}, none of the default layouts ({expected}); pass fields")
 
 
-def _to_record(item: _Item, path: Path, id_field: str, fields: Sequence[str]) -> Record:
-    """The item as a valid record, or :class:`InputError`."""
+def validate(item: _Item, path: str, id_field: str, fields: Sequence[str]) -> Record:
+    """The item as a valid record, or :class:`InputError` naming ``path``, line and field."""
 
     def fail(reason: str, field: str | None = None) -> InputError:
         where = f" (at {item.where})" if item.where else ""
@@ -408,13 +386,67 @@ def _to_record(item: _Item, path: Path, id_field: str, fields: Sequence[str]) ->
     problem = _schema_problem(instance, id_field)
     if problem is not None:
         raise fail(*problem)
-    return Record(doc_id, instance["fields"], item.line, str(path))
+    return Record(doc_id, instance["fields"], item.line, path)
 
 
 def default_rejects_path(path: str | Path) -> Path:
-    """Where ``on_error="skip"`` writes bad records by default: ``<input>.rejects.jsonl``
-    (``stdin.rejects.jsonl`` for standard input)."""
-    return Path(f"{'stdin' if str(path) == STDIN else path}.rejects.jsonl")
+    """Where ``on_error="skip"`` writes bad records by default: ``<input>.rejects.jsonl``."""
+    return Path(f"{path}.rejects.jsonl")
+
+
+class RecordLog:
+    """What holds across a whole input, in input order: ids are unique (the first record of an
+    id is kept, later ones are bad records), and each bad record either raises or goes to the
+    rejects file.
+
+    Args:
+        unit: what a record's line counts ("line", "question"), for messages.
+        id_field: the records' id key, for messages.
+        on_error: "raise" or "skip".
+        rejects_path: where skipped records go, one JSON line each ``{"source", "line",
+            "field", "reason", "raw"}``; rewritten from scratch by every read.
+        stats: counts of accepted and rejected records.
+    """
+
+    def __init__(self, unit: str, id_field: str, on_error: str, rejects_path: str | Path | None,
+                 stats: ReadStats):
+        self.unit, self.id_field, self.on_error, self.stats = unit, id_field, on_error, stats
+        self._first_line: dict[str, int] = {}
+        self._rejects = fsspec.open(str(rejects_path), "w", encoding="utf-8").open() if rejects_path else None
+
+    def accept(self, record: Record, raw: str) -> bool:
+        """Whether ``record`` is kept (its id is new); a duplicate is :meth:`reject` ed."""
+        first = self._first_line.get(record.doc_id)
+        if first is not None:
+            self.reject(InputError(record.source, record.line, f"duplicate id {record.doc_id!r}, first "
+                                   f"seen at {self.unit} {first}", self.id_field), raw)
+            return False
+        self._first_line[record.doc_id] = record.line
+        self.stats.records += 1
+        return True
+
+    def reject(self, error: InputError, raw: str) -> None:
+        """Raise ``error``, or with ``on_error="skip"`` write it to the rejects file."""
+        if self._rejects is None:
+            raise error
+        self._rejects.write(_dump({"source": error.path, "line": error.line, "field": error.field,
+                                   "reason": error.reason, "raw": raw}) + "\n")
+        self.stats.rejected += 1
+
+    def close(self) -> None:
+        if self._rejects is not None:
+            self._rejects.close()
+
+
+def check_read_options(on_error: str, fields: Sequence[str] | None, rejects_path: str | Path | None) -> None:
+    """Option errors, raised before anything is read."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    if rejects_path is not None and on_error != "skip":
+        raise ValueError("rejects_path is only used with on_error='skip'")
+    if fields is not None and (isinstance(fields, str) or not fields or len(set(fields)) != len(fields)
+                               or not all(isinstance(name, str) for name in fields)):
+        raise ValueError(f"fields must be a non-empty list of distinct names, got {fields!r}")
 
 
 def read_records(
@@ -427,79 +459,52 @@ def read_records(
     rejects_path: str | Path | None = None,
     stats: ReadStats | None = None,
 ) -> Iterator[Record]:
-    """The valid records of an input file, lazily, in file order (see the module doc).
+    """The valid records of one input file, lazily, in file order (see the module doc).
 
     Args:
-        path: the input file (``*.gz`` read through gzip), or ``-`` for standard input.
+        path: the input file (a local path or an fsspec URL; compressed files stream).
         input_format: ``"auto"`` (:func:`detect_format`) or a key of :data:`READERS`.
         id_field: key of the id in each record (default ``"id"``); text and SQuAD JSON
             records carry their id under ``"id"``.
         fields: keys to embed, in this order; default: :data:`DEFAULT_LAYOUTS`.
         on_error: ``"raise"``: the first bad record raises :class:`InputError`. ``"skip"``:
-            each bad record is written to ``rejects_path`` as one JSON line
-            ``{"source", "line", "field", "reason", "raw"}`` and reading goes on. The rejects
-            file is rewritten from scratch by every read.
+            each bad record goes to ``rejects_path`` (see :class:`RecordLog`) and reading goes on.
         rejects_path: default :func:`default_rejects_path`; only with ``on_error="skip"``.
         stats: counts of yielded and rejected records, updated while iterating.
 
     Option errors (unknown format or ``on_error``, bad ``fields``, missing file) raise here,
-    before iteration; bad records raise (or are rejected) when iteration reaches them. A
-    record of the first duplicate id is kept; later ones are bad records.
+    before iteration; bad records raise (or are rejected) when iteration reaches them.
     """
-    path = Path(path)
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
-    if rejects_path is not None and on_error != "skip":
-        raise ValueError("rejects_path is only used with on_error='skip'")
-    if fields is not None and (isinstance(fields, str) or not fields or len(set(fields)) != len(fields)
-                               or not all(isinstance(name, str) for name in fields)):
-        raise ValueError(f"fields must be a non-empty list of distinct names, got {fields!r}")
-    if str(path) != STDIN and not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
-    input_format = detect_format(path) if input_format == "auto" else input_format
+    check_read_options(on_error, fields, rejects_path)
+    location = str(path)
+    if "://" not in location and not Path(location).is_file():
+        raise FileNotFoundError(f"input file not found: {location}")
+    input_format = detect_format(location) if input_format == "auto" else input_format
     if input_format not in READERS:
         raise ValueError(f"unknown input format {input_format!r}; known: auto, {', '.join(READERS)}")
     if on_error == "skip" and rejects_path is None:
-        rejects_path = default_rejects_path(path)
-    if rejects_path is not None and Path(rejects_path).resolve() == path.resolve():
-        raise ValueError(f"the rejects file would overwrite the input {path}")
-    return _records(path, READERS[input_format], id_field or "id",
+        rejects_path = default_rejects_path(location)
+    if rejects_path is not None and "://" not in location and Path(rejects_path).resolve() == Path(location).resolve():
+        raise ValueError(f"the rejects file would overwrite the input {location}")
+    return _records(location, READERS[input_format], id_field or "id",
                     tuple(fields) if fields is not None else None,
-                    Path(rejects_path) if rejects_path is not None else None,
-                    stats if stats is not None else ReadStats())
+                    RecordLog(READERS[input_format].unit, id_field or "id", on_error, rejects_path,
+                              stats if stats is not None else ReadStats()))
 
 
-def _records(path: Path, fmt: _Format, id_field: str, fields: tuple[str, ...] | None,
-             rejects_path: Path | None, stats: ReadStats) -> Iterator[Record]:
-    first_line: dict[str, int] = {}  # doc id -> line of its record, to report duplicates
-    with contextlib.ExitStack() as stack:
-        rejects = (stack.enter_context(open(rejects_path, "w", encoding="utf-8", buffering=1))
-                   if rejects_path is not None else None)
-        for item in fmt.read(path):
-            if fields is None and isinstance(item.value, dict):
-                fields = _infer_fields(item.value, path, item.line)
-            try:  # fields is set from the first dict on; only dicts get as far as the field checks
-                record = _to_record(item, path, id_field, fields or ())
-                if record.doc_id in first_line:
-                    raise InputError(path, item.line, f"duplicate id {record.doc_id!r}, first seen at "
-                                                      f"{fmt.unit} {first_line[record.doc_id]}", id_field)
-            except InputError as error:
-                if rejects is None:
-                    raise
-                rejects.write(_dump({"source": error.path, "line": error.line, "field": error.field,
-                                     "reason": error.reason, "raw": item.raw}) + "\n")
-                stats.rejected += 1
-                continue
-            first_line[record.doc_id] = record.line
-            stats.records += 1
-            yield record
-
-
-def input_fingerprint(path: str | Path, block_size: int = 1 << 20) -> str:
-    """SHA-256 hex digest of the file's bytes as stored (compressed or not), read in blocks of
-    ``block_size``."""
-    digest = hashlib.sha256()
-    with open(_file_of(path), "rb") as f:
-        while block := f.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()
+def _records(location: str, fmt: Format, id_field: str, fields: tuple[str, ...] | None,
+             log: RecordLog) -> Iterator[Record]:
+    try:
+        with open_input(location) as stream:
+            for item in fmt.read(stream, location, True):
+                if fields is None and isinstance(item.value, dict):
+                    fields = infer_fields(item.value, location, item.line)
+                try:  # fields is set from the first dict on; only dicts get as far as the field checks
+                    record = validate(item, location, id_field, fields or ())
+                except InputError as error:
+                    log.reject(error, item.raw)
+                    continue
+                if log.accept(record, item.raw):
+                    yield record
+    finally:
+        log.close()

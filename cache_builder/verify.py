@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +59,17 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
     return report
 
 
+def recorded_model_files(cache: EmbeddingCache) -> tuple[str, str] | None:
+    """The manifest's model files, found: relative paths are relative to the store's folder."""
+    model, path = cache.manifest["model"], cache.store.path
+    if not model["options"] or not model["weights"]:
+        return None
+    base = os.path.dirname(os.path.abspath(path)) if "://" not in path else ""
+    files = tuple(f if os.path.isabs(f) or "://" in f else os.path.join(base, f)
+                  for f in (model["options"], model["weights"]))
+    return files if all("://" in f or os.path.exists(f) for f in files) else None
+
+
 def _read_all(cache: EmbeddingCache, report: VerifyReport) -> None:
     store = cache.store
     for name in sorted(store.names()):
@@ -104,11 +116,12 @@ def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:
 def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: VerifyReport) -> None:
     model = cache.manifest["model"]
     if bilm is None:
-        if not model["options"] or not model["weights"]:
-            report.problems.append("cannot recompute: the manifest records no model files; pass "
-                                   "--options and --weights")
+        files = recorded_model_files(cache)
+        if files is None:
+            report.problems.append("cannot recompute: the manifest records no model files, or they are "
+                                   "not where it says; pass --options and --weights")
             return
-        bilm = load_bilm(model["options"], model["weights"])
+        bilm = load_bilm(*files)
     if model_fingerprint(bilm) != model["fingerprint"]:
         report.problems.append("the model given is not the one the store was built with (fingerprint differs)")
         return

@@ -242,12 +242,19 @@ class BiLM(nn.Module):
             lengths=torch.tensor([len(s) + 2 for s in sentences], dtype=torch.int64),
         )
 
+    def encode_types(self, types: Sequence[str]) -> Tensor:
+        """The token layer of ``types`` before doubling: ``(n_types, projection_dim)``."""
+        return self._type_vectors(list(types), self.token_encoder.type_inputs(types).to(self.device))
+
+    def _type_vectors(self, types: list[str], type_inputs: Tensor) -> Tensor:
+        """Through the type memo in inference, so each type is encoded once per model."""
+        if self.type_memo is not None and not self.training and not torch.is_grad_enabled():
+            return self.type_memo.encode(types, type_inputs, self.token_encoder)
+        return self.token_encoder(type_inputs)
+
     def forward(self, batch: TokenBatch) -> BiLMOutput:
         """Run the biLM on a prepared batch (already on this module's device)."""
-        if self.type_memo is not None and not self.training and not torch.is_grad_enabled():
-            type_vectors = self.type_memo.encode(batch.types, batch.type_inputs, self.token_encoder)
-        else:
-            type_vectors = self.token_encoder(batch.type_inputs)  # (n_types, proj)
+        type_vectors = self._type_vectors(batch.types, batch.type_inputs)  # (n_types, proj)
         n_batch, time = batch.type_index.shape
         packing = pack(batch.lengths, time, batch.type_index.device)
         flat_types = batch.type_index.reshape(-1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -200,7 +201,7 @@ def _run_precompute(args: argparse.Namespace) -> int:
     tokenizer = choose_tokenizer(args.tokenizer, args.user_dict, model_dir=os.path.dirname(files[0]))
     settings = PrecomputeSettings(
         layers=spec, dtype=args.dtype, compute_dtype=args.compute_dtype, tokenizer=tokenizer,
-        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, window_tokens=args.window_tokens,
+        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, task_tokens=args.task_tokens,
         input_format=args.input_format, id_field=args.id_field,
         fields=tuple(args.fields.split(",")) if args.fields else None, on_error=args.on_error)
     if args.dry_run:
@@ -209,7 +210,7 @@ def _run_precompute(args: argparse.Namespace) -> int:
     store = args.output or _default_store(args.input)
     manifest = precompute(args.input, store, bilm, settings, device=args.device, format=args.format,
                           overwrite=args.overwrite, model_files=files, rejects_path=args.rejects,
-                          progress=not args.quiet)
+                          progress=not args.quiet, workers=args.workers, scheduler=args.scheduler)
     counts = manifest["counts"]
     print(f"{store}: {counts['documents']} documents, {counts['segments']} segments, "
           f"{counts['tokens']} tokens, {counts['rejected']} rejected records")
@@ -238,8 +239,13 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fields", help="comma-separated JSONL text fields to embed")
     p.add_argument("--max-tokens", type=int, default=512, help="split longer texts at sentence ends")
     p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
-    p.add_argument("--window-tokens", type=int, default=1 << 15,
-                   help="new tokens per window: the unit of length bucketing, writing and resume")
+    p.add_argument("--task-tokens", type=int, default=1 << 15,
+                   help="stored tokens per task: the unit of scheduling, writing and resume")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", nargs="?", const="auto",
+                       help="run on a local Dask cluster of N worker processes (alone: one per GPU, "
+                            "else one per core)")
+    where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
     _add_device(p)
     _add_compute_dtype(p)
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
@@ -340,12 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("elmo_cache").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         return args.run(args)
     except (ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT, as shells report it
+        # Storage writes cut short leave asyncio tasks that would each log "Task was destroyed
+        # but it is pending!" at exit: expected after an interrupt, and resume redoes them.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print(f"interrupted{args.resume_hint}", file=sys.stderr)
         return 130
 

@@ -114,7 +114,7 @@ def test_zarr_and_hdf5_stores_give_identical_lookups(tmp_path: Path, model_files
 def test_same_input_gives_byte_identical_vectors(tmp_path: Path, model_files):
     text = write_lines(tmp_path / "in.txt", ["a b c d .", "e f g .", "a b c d ."] * 20)
     for name in ("one.zarr", "two.zarr"):
-        run(text, tmp_path / name, model_files, tokenizer="whitespace", window_tokens=40, batch_tokens=64)
+        run(text, tmp_path / name, model_files, tokenizer="whitespace", task_tokens=40, batch_tokens=64)
     one, two = open_cache(str(tmp_path / "one.zarr")), open_cache(str(tmp_path / "two.zarr"))
     for name in one.store.names():
         assert one.store.read(name).tobytes() == two.store.read(name).tobytes(), name

@@ -105,20 +105,17 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, str(REPO / "cli.py"), *args]
 
 
-def _windows_done(store: Path) -> int:
-    """Windows committed so far, read from the Zarr metadata (HDF5 runs build a Zarr staging store)."""
-    try:
-        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
-    return attrs.get("progress", {}).get("windows_done", 0)
+def tasks_done(store: Path) -> int:
+    """Tasks marked done so far: one object each under the store's task_done array (HDF5 runs
+    build a Zarr staging store)."""
+    return len(list((store / "task_done").glob("c/*")))
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
 def test_killed_run_resumes_to_exactly_the_uninterrupted_store(tmp_path: Path, model_files, suffix: str):
     text = corpus(tmp_path / "in.txt", 1500)
     options, weights = map(str, model_files)
-    args = ["precompute", str(text), "--tokenizer", "whitespace", "--window-tokens", "1000", "-q",
+    args = ["precompute", str(text), "--tokenizer", "whitespace", "--task-tokens", "1000", "-q",
             "--options", options, "--weights", weights]
     subprocess.run(_cli(*args, "-o", str(tmp_path / f"clean{suffix}")), check=True, cwd=REPO)
 
@@ -126,7 +123,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_store(tmp_path: Path, m
     progress = killed if suffix == ".zarr" else tmp_path / f"killed{suffix}.partial.zarr"
     proc = subprocess.Popen(_cli(*args, "-o", str(killed)), cwd=REPO)
     deadline = time.time() + 120
-    while _windows_done(progress) < 3 and proc.poll() is None and time.time() < deadline:
+    while tasks_done(progress) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -169,11 +166,11 @@ def test_verify_allows_for_the_recorded_compute_precision(tmp_path: Path, model_
 def test_ctrl_c_says_in_one_line_that_the_same_command_resumes(tmp_path: Path, model_files):
     text = corpus(tmp_path / "in.txt", 800)
     store = tmp_path / "s.zarr"
-    args = ["precompute", str(text), "-o", str(store), "--tokenizer", "whitespace", "--window-tokens", "500",
+    args = ["precompute", str(text), "-o", str(store), "--tokenizer", "whitespace", "--task-tokens", "500",
             "-q", "--options", str(model_files[0]), "--weights", str(model_files[1])]
     proc = subprocess.Popen(_cli(*args), cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while _windows_done(store) < 2 and proc.poll() is None and time.time() < deadline:
+    while tasks_done(store) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -50,5 +50,5 @@ def open_reader(path: str) -> StoreReader:
     return ZarrStore(path, "r")
 
 
-__all__ = ["Appender", "CorruptStoreError", "StoreError", "StoreReader", "StoreWriter", "open_reader",
-           "open_writer", "store_exists", "store_format"]
+__all__ = ["Appender", "CorruptStoreError", "Hdf5Store", "StoreError", "StoreReader", "StoreWriter", "ZarrStore",
+           "open_reader", "open_writer", "store_exists", "store_format"]

@@ -51,14 +51,18 @@ class StoreReader(Protocol):
 
 
 class StoreWriter(StoreReader, Protocol):
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int) -> None:
-        """A new empty array of rows shaped ``tail``, chunked every ``chunk_rows`` rows."""
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, rows: int = 0,
+               shard_rows: int | None = None) -> None:
+        """A new array of ``rows`` rows shaped ``tail`` (none written yet), chunked every
+        ``chunk_rows`` rows, ``shard_rows`` rows per storage object (a multiple of
+        ``chunk_rows``; None: the backend's choice)."""
+
+    def delete(self, name: str) -> None:
+        """Remove array ``name`` and its data."""
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         """Put ``data`` at rows ``[start, start + len(data))``, growing the array to its end."""
 
-    def truncate(self, name: str, length: int) -> None:
-        """Shrink ``name`` to ``length`` rows (resume drops what the last commit did not cover)."""
 
     def set_attr(self, key: str, value: Any) -> None:
         """Set (or, with None, delete) a JSON attribute of the store root."""

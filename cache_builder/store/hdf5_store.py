@@ -59,8 +59,9 @@ class Hdf5Store:
         value = self._file.attrs.get(key)
         return None if value is None else json.loads(value)
 
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int) -> None:
-        self._file.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, rows: int = 0,
+               shard_rows: int | None = None) -> None:
+        self._file.create_dataset(name, shape=(rows, *tail), maxshape=(None, *tail), dtype=dtype,
                                   chunks=(chunk_rows, *tail), compression="gzip", compression_opts=1,
                                   shuffle=True, fletcher32=True)
 
@@ -71,8 +72,9 @@ class Hdf5Store:
             dataset.resize(end, axis=0)
         dataset[start:end] = data
 
-    def truncate(self, name: str, length: int) -> None:
-        self._file[name].resize(length, axis=0)
+    def delete(self, name: str) -> None:
+        del self._file[name]
+
 
     def set_attr(self, key: str, value: Any) -> None:
         if value is None:

@@ -31,7 +31,8 @@ from cache_builder.layers import LayerSpec
 
 FORMAT_NAME = "elmo-cache"
 FORMAT_VERSION = 1
-CHUNK_BYTES = 1 << 20  # ~1 MB chunks: one lookup decompresses little, a shard holds 16
+CHUNK_BYTES = 1 << 20  # ~1 MB chunks: one lookup decompresses little
+SHARD_CHUNKS = 16  # chunks per storage object (a Zarr shard): few objects, single-chunk reads
 
 
 def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -63,6 +64,14 @@ def chunk_rows(tail: tuple[int, ...], dtype: str) -> int:
     row_bytes = int(np.prod(tail, dtype=np.int64)) * np.dtype(dtype).itemsize
     rows = max(256, CHUNK_BYTES // max(row_bytes, 1))
     return 1 << (rows.bit_length() - 1)
+
+
+def task_chunking(tail: tuple[int, ...], dtype: str, task_rows: int) -> tuple[int, int]:
+    """(chunk rows, rows per storage object) of an array that tasks of about ``task_rows`` rows
+    write: a task writes whole storage objects, so none holds more rows than a task."""
+    cap = 1 << (max(task_rows, 1).bit_length() - 1)
+    chunk = min(chunk_rows(tail, dtype), cap)
+    return chunk, min(chunk * SHARD_CHUNKS, max(cap, chunk))
 
 
 def decode_strings(utf8: np.ndarray, offsets: np.ndarray) -> list[str]:

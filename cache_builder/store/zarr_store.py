@@ -24,8 +24,8 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from cache_builder.store.base import CorruptStoreError
+from cache_builder.store.layout import SHARD_CHUNKS
 
-SHARD_CHUNKS = 16
 CODEC = "blosc-zstd-1-shuffle"
 CHECKSUM = "crc32c"
 
@@ -37,11 +37,13 @@ class ZarrStore:
 
     format = "zarr"
 
-    def __init__(self, path: str, mode: str):
-        """``mode``: "r" to read, "a" to create or continue."""
+    def __init__(self, path: str, mode: str, storage_options: dict[str, Any] | None = None):
+        """``mode``: "r" to read, "a" to create or continue, "w" to replace; ``path`` is a local
+        folder or an fsspec URL, ``storage_options`` go to fsspec."""
         self.path = path
         try:
-            self._group = zarr.open_group(path, mode=mode, zarr_format=3)
+            self._group = zarr.open_group(path, mode=mode, zarr_format=3,
+                                          storage_options=storage_options if "://" in path else None)
         except Exception as e:  # zarr raises several types for a missing or non-zarr path
             raise CorruptStoreError(f"{path}: not a readable Zarr v3 group ({e})") from None
         self._arrays: dict[str, zarr.Array] = {}  # opening an array reads its metadata: do it once
@@ -64,7 +66,8 @@ class ZarrStore:
         return self._array(name).chunks[0]
 
     def write_unit(self, name: str) -> int:
-        return self._array(name).shards[0]
+        array = self._array(name)
+        return (array.shards or array.chunks)[0]
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         try:
@@ -76,13 +79,19 @@ class ZarrStore:
     def get_attr(self, key: str) -> Any | None:
         return self._group.attrs.get(key)
 
-    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int) -> None:
+    def create(self, name: str, tail: tuple[int, ...], dtype: str, chunk_rows: int, rows: int = 0,
+               shard_rows: int | None = None) -> None:
         typesize = np.dtype(dtype).itemsize
+        shard_rows = shard_rows or chunk_rows * SHARD_CHUNKS
         self._group.create_array(
-            name, shape=(0, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
-            shards=(chunk_rows * SHARD_CHUNKS, *tail), fill_value=0,
+            name, shape=(rows, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
+            shards=(shard_rows, *tail) if shard_rows > chunk_rows else None, fill_value=0,
             compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize),
                          Crc32cCodec()])
+
+    def delete(self, name: str) -> None:
+        self._arrays.pop(name, None)
+        del self._group[name]
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         array = self._array(name)
@@ -91,9 +100,6 @@ class ZarrStore:
             array.resize((end, *array.shape[1:]))
         array[start:end] = data
 
-    def truncate(self, name: str, length: int) -> None:
-        array = self._array(name)
-        array.resize((length, *array.shape[1:]))
 
     def set_attr(self, key: str, value: Any) -> None:
         if value is None:

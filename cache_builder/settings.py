@@ -1,0 +1,124 @@
+"""What decides a store's content: the run's settings, its identity, and the manifest head.
+
+Two runs with equal identities write byte-identical stores, whatever the number of workers,
+so a re-run with an equal identity resumes (or keeps) a store and any other one is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from cache_builder.layers import LayerSpec
+from cache_builder.store import hdf5_store, zarr_store
+from cache_builder.store.layout import FORMAT_NAME, FORMAT_VERSION
+from elmo import BiLM
+from elmo.runtime import DTYPES
+from elmo.tokenize import Tokenizer, get_tokenizer
+from elmo.weights import model_fingerprint
+
+STORE_DTYPES = ("float16", "float32")
+CODECS = {"zarr": (zarr_store.CODEC, zarr_store.CHECKSUM), "hdf5": (hdf5_store.CODEC, hdf5_store.CHECKSUM)}
+
+
+def tool_version() -> str:
+    from cache_builder import __version__
+    return __version__
+
+
+@dataclass(frozen=True)
+class PrecomputeSettings:
+    """Everything that decides a store's content (the model and the input aside).
+
+    Attributes:
+        layers: kept layers or the fixed mix; None keeps every layer of the model.
+        dtype: "float16" or "float32" for stored vectors.
+        compute_dtype: the model's precision while it runs ("float32", "bfloat16", "float16").
+        tokenizer: a tokenizer of :mod:`elmo.tokenize` (e.g. a model's recorded one), or a
+            registered name, built with default options.
+        max_tokens: longer texts are split on sentence boundaries into pieces of at most this.
+        batch_tokens: padded tokens per model batch.
+        task_tokens: stored tokens per embedding task (rounded up to whole storage objects):
+            the unit of scheduling, writing and resume.
+        part_bytes: bytes of a line-based input file per planning task (reading and
+            tokenizing run in parallel over these byte ranges).
+        input_format, id_field, fields, on_error: passed to the input reader.
+    """
+
+    layers: LayerSpec | None = None
+    dtype: str = "float16"
+    compute_dtype: str = "float32"
+    tokenizer: Tokenizer | str = "auto"
+    max_tokens: int = 512
+    batch_tokens: int = 4096
+    task_tokens: int = 1 << 15
+    part_bytes: int = 1 << 25
+    input_format: str = "auto"
+    id_field: str | None = None
+    fields: tuple[str, ...] | None = None
+    on_error: str = "raise"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tokenizer, str):
+            object.__setattr__(self, "tokenizer", get_tokenizer(self.tokenizer))
+        if self.dtype not in STORE_DTYPES:
+            raise ValueError(f"--dtype {self.dtype}: a store holds one of {STORE_DTYPES}")
+        if self.compute_dtype not in DTYPES:
+            raise ValueError(f"--compute-dtype {self.compute_dtype}: choose one of {sorted(DTYPES)}")
+        for flag, value in (("--max-tokens", self.max_tokens), ("--batch-tokens", self.batch_tokens),
+                            ("--task-tokens", self.task_tokens), ("part_bytes", self.part_bytes)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{flag} must be a positive whole number, got {value!r}")
+
+    def layer_spec(self, bilm: BiLM) -> LayerSpec:
+        """``layers``, or every layer of ``bilm`` when it is None."""
+        return self.layers or LayerSpec(tuple(range(bilm.options.lstm.n_layers + 1)))
+
+
+def run_identity(manifest_like: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a manifest that decide a store's content: equal identities resume/skip."""
+    source = {k: v for k, v in manifest_like["input"].items() if k != "name"}  # renaming is harmless
+    return {"model": manifest_like["model"]["fingerprint"], "layers": manifest_like["layers"],
+            "dtype": manifest_like["dtype"], "compute_dtype": manifest_like["compute_dtype"],
+            "tokenizer": manifest_like["tokenizer"], "input": source,
+            "batching": manifest_like["batching"], "backend": manifest_like["backend"]["format"]}
+
+
+def settings_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity without the input's fingerprint, which is known only once the input is read."""
+    return {**identity, "input": {k: v for k, v in identity["input"].items() if k != "fingerprint"}}
+
+
+def manifest_head(bilm: BiLM, spec: LayerSpec, settings: PrecomputeSettings, tokenizer: Any, fmt: str,
+                  input_name: str, model_files: tuple[str, str] | None) -> dict[str, Any]:
+    """The manifest without what reading the input tells (fingerprint, fields, counts)."""
+    codec, checksum = CODECS[fmt]
+    return {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool_version": tool_version(),
+        "complete": True,
+        "backend": {"format": fmt, "codec": codec, "checksum": checksum},
+        "model": {"fingerprint": model_fingerprint(bilm),
+                  "options": model_files[0] if model_files else None,
+                  "weights": model_files[1] if model_files else None,
+                  "n_layers": bilm.options.lstm.n_layers + 1,
+                  "dim": 2 * bilm.options.lstm.projection_dim,
+                  "projection_dim": bilm.options.lstm.projection_dim},
+        "layers": spec.to_manifest(),
+        "dtype": settings.dtype,
+        "compute_dtype": settings.compute_dtype,
+        "tokenizer": {"name": tokenizer.name, "settings": tokenizer.settings()},
+        "input": {"name": input_name, "fingerprint": None, "format": settings.input_format,
+                  "id_field": settings.id_field, "fields": list(settings.fields) if settings.fields else None},
+        "batching": {"max_tokens": settings.max_tokens, "batch_tokens": settings.batch_tokens,
+                     "task_tokens": settings.task_tokens, "part_bytes": settings.part_bytes},
+    }
+
+
+def relative_model_files(files: tuple[str, str] | None, store: str) -> tuple[str, str] | None:
+    """Model file paths as the manifest records them: relative to the store's folder when both
+    are local (so a store and its model can move together), else as given."""
+    if files is None or "://" in store:
+        return files
+    base = os.path.dirname(os.path.abspath(store))
+    return tuple(os.path.relpath(os.path.abspath(f), base) if "://" not in f else f for f in files)

@@ -1,0 +1,247 @@
+"""The embedding pass's tasks, each a pure function of the plan: it reads its segments' tokens
+from the store the plan wrote, runs the model, writes its own rows of the vector arrays (whole
+storage objects, which no other task touches) and then marks itself done.
+
+A task runs in the driver's process or on a Dask worker; either way the process keeps one
+copy of the model (:func:`install_model`), its open stores and their token-type tables.
+Within a task three stages overlap (torch releases the GIL while it computes): a thread
+prepares length-bucketed batches (pinned host memory on a GPU), the calling thread runs the
+model, and a thread copies its outputs into the task's rows.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache_builder.batching import length_batches
+from cache_builder.layers import LayerSpec
+from cache_builder.plan import Task
+from cache_builder.store import StoreReader, ZarrStore
+from cache_builder.store.layout import decode_strings
+from cache_builder.tokenize import split_long
+from elmo import BiLM
+from elmo.tokenize import Tokenized
+
+TASK_DONE = "task_done"  # (n_tasks,) uint8, one storage object per task: 1 once its rows are written
+TYPE_BATCH = 1024  # token types per char-CNN call in a type task (bounds its intermediates)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every task of a run shares.
+
+    Attributes:
+        store: the Zarr store (a path or fsspec URL) the plan wrote; ``storage_options`` for fsspec.
+        plan: a digest of the run's identity: per-process caches of the store are keyed by it.
+        model: the key :func:`install_model` registered the run's model under.
+        spec: kept layers or the mix; ``dtype`` the stored precision.
+        max_tokens: texts are run in pieces of at most this many tokens (see ``split_long``).
+        batch_tokens: padded tokens per model batch.
+    """
+
+    store: str
+    storage_options: dict[str, Any]
+    plan: str
+    model: str
+    spec: LayerSpec
+    dtype: str
+    max_tokens: int
+    batch_tokens: int
+
+
+# This process's share of a run: models by key, open stores and token-type tables by plan.
+_MODELS: dict[str, BiLM] = {}
+_STORES: dict[str, ZarrStore] = {}
+_TYPES: dict[str, list[str]] = {}
+_LOCK = threading.Lock()
+
+
+def install_model(key: str, bilm: BiLM, device: torch.device, dtype: torch.dtype) -> BiLM:
+    """Make ``bilm`` (moved and cast) this process's model ``key``; returns it."""
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = bilm.to(device, dtype).eval()
+        return _MODELS[key]
+
+
+def _store(ctx: TaskContext) -> ZarrStore:
+    with _LOCK:
+        if ctx.plan not in _STORES:
+            _STORES[ctx.plan] = ZarrStore(ctx.store, "a", ctx.storage_options)
+        return _STORES[ctx.plan]
+
+
+def _types(ctx: TaskContext, store: ZarrStore) -> list[str]:
+    with _LOCK:
+        if ctx.plan not in _TYPES:
+            _TYPES[ctx.plan] = decode_strings(store.read("type_utf8"), store.read("type_offsets"))
+        return _TYPES[ctx.plan]
+
+
+def forget(ctx: TaskContext) -> None:
+    """Drop this process's caches of a run (its store handle and token types)."""
+    with _LOCK:
+        _STORES.pop(ctx.plan, None)
+        _TYPES.pop(ctx.plan, None)
+
+
+def run_task(task: Task, ctx: TaskContext, on_progress: Callable[[int], None] | None = None) -> int:
+    """Compute and write ``task``'s rows, then mark it done. Returns the rows written.
+
+    Args:
+        on_progress: called with each batch's rows of a token task (progress within a task).
+    """
+    model = _MODELS.get(ctx.model)
+    if model is None:
+        raise RuntimeError(f"no model {ctx.model!r} in this process: install_model was not called")
+    store = _store(ctx)
+    rows = _token_rows(task, ctx, store, model, on_progress) if task.kind == "tokens" else _type_rows(task, ctx, store, model)
+    for name, data in rows.items():
+        store.write(name, task.start, data)
+    store.write(TASK_DONE, task.number, np.ones(1, dtype=np.uint8))
+    return task.stop - task.start
+
+
+def _type_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM) -> dict[str, np.ndarray]:
+    """Layer 0 of token types ``[start, stop)``: ``{"token_layer": (n, projection_dim)}``."""
+    types = _types(ctx, store)[task.start : task.stop]
+    out_dtype = getattr(torch, ctx.dtype)
+    with torch.inference_mode():
+        parts = [model.encode_types(types[i : i + TYPE_BATCH]).to(out_dtype).cpu().numpy()
+                 for i in range(0, len(types), TYPE_BATCH)]
+    return {"token_layer": np.concatenate(parts)}
+
+
+def task_pieces(task: Task, store: StoreReader, types: list[str], max_tokens: int) -> list[tuple[int, list[str]]]:
+    """(first row, tokens) of every piece of text (at most ``max_tokens``, see ``split_long``)
+    that overlaps the task's rows; ``types`` is the store's token-type table."""
+    offsets = store.read("segment_offsets", task.first_segment, task.last_segment + 2)
+    first, last = int(offsets[0]), int(offsets[-1])
+    rows, spans = store.read("token_row", first, last), store.read("token_spans", first, last)
+    pieces = []
+    for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+        doc = Tokenized([types[t] for t in rows[a - first : b - first]],
+                        [tuple(s) for s in spans[a - first : b - first].tolist()])
+        start = a
+        for piece in split_long(doc, max_tokens):
+            if piece.tokens and start < task.stop and start + len(piece) > task.start:
+                pieces.append((start, piece.tokens))
+            start += len(piece)
+    return pieces
+
+
+_END = object()
+
+
+def _token_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM,
+                on_progress: Callable[[int], None] | None) -> dict[str, np.ndarray]:
+    """Vectors of rows ``[start, stop)``: ``{"vectors": (n, n_vector_layers, dim)}``."""
+    spec, cuda = ctx.spec, model.device.type == "cuda"
+    out_dtype = getattr(torch, ctx.dtype)
+    dim = 2 * model.options.lstm.projection_dim
+    out = np.zeros((task.stop - task.start, spec.n_vector_layers, dim), dtype=ctx.dtype)
+    pieces = task_pieces(task, store, _types(ctx, store), ctx.max_tokens)
+    failed, errors = threading.Event(), []
+    to_model, to_writer = _Pipe(failed, 8), _Pipe(failed, 8)
+
+    def prepare() -> None:
+        for batch in length_batches(pieces, [len(p[1]) for p in pieces], ctx.batch_tokens):
+            prepared = model.prepare([tokens for _, tokens in batch])
+            to_model.put(([(start, len(tokens)) for start, tokens in batch],
+                          prepared.pin_memory() if cuda else prepared))
+        to_model.put(_END)
+
+    def write() -> None:
+        while (item := to_writer.get()) is not _END:
+            members, (vectors, ready) = item
+            if ready is not None:
+                ready.synchronize()
+            for b, (start, n) in enumerate(members):  # clip each piece to the task's rows
+                lo, hi = max(start, task.start), min(start + n, task.stop)
+                out[lo - task.start : hi - task.start] = vectors[b, lo - start : hi - start]
+            if on_progress is not None:
+                on_progress(sum(min(s + n, task.stop) - max(s, task.start) for s, n in members))
+
+    def compute() -> None:
+        with torch.inference_mode():
+            while (item := to_model.get()) is not _END:
+                members, prepared = item
+                result = model(prepared.to(model.device))
+                vectors = spec.apply(result.layers).to(out_dtype)  # (batch, time, n_vector_layers, dim)
+                to_writer.put((members, _to_host(vectors, cuda)))
+        to_writer.put(_END)
+
+    threads = [threading.Thread(target=_run_stage, args=(f, errors, failed), daemon=True) for f in (prepare, write)]
+    for t in threads:
+        t.start()
+    _run_stage(compute, errors, failed)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return {"vectors": out}
+
+
+class _Pipe:
+    """A bounded queue whose put/get give up when another stage has failed."""
+
+    def __init__(self, failed: threading.Event, size: int):
+        self.queue: queue.Queue = queue.Queue(size)
+        self.failed = failed
+
+    def put(self, item: Any) -> None:
+        while not self.failed.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+        raise _Aborted
+
+    def get(self) -> Any:
+        while not self.failed.is_set():
+            try:
+                return self.queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        raise _Aborted
+
+
+class _Aborted(Exception):
+    """Another stage failed; its exception is the one reported."""
+
+
+def _run_stage(target: Callable[[], None], errors: list[BaseException], failed: threading.Event) -> None:
+    try:
+        target()
+    except _Aborted:
+        pass
+    except BaseException as e:  # re-raised by the calling thread
+        errors.append(e)
+        failed.set()
+
+
+def _to_host(vectors: torch.Tensor, cuda: bool) -> tuple[np.ndarray, Any]:
+    """Device → numpy; on a GPU through a pinned buffer and an asynchronous copy.
+
+    Returns (array, event): the writer waits on ``event`` (None on the CPU).
+    """
+    if not cuda:
+        return vectors.numpy(), None
+    host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+    host.copy_(vectors, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host.numpy(), event
+
+
+def iter_done(store: ZarrStore, n_tasks: int) -> Iterator[int]:
+    """Numbers of the tasks whose rows are written (a missing marker means not done)."""
+    return iter(np.flatnonzero(store.array(TASK_DONE)[:n_tasks]).tolist())
