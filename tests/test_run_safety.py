@@ -120,26 +120,30 @@ def test_the_manifest_describes_the_input_as_it_was_read(tmp_path: Path, model_f
 
 
 def test_a_second_run_on_the_same_output_stops_and_readers_are_told_a_run_is_writing(tmp_path: Path, model_files):
-    text = corpus(tmp_path / "in.txt", 3000)
     options, weights = map(str, model_files)
-    args = ["precompute", str(text), "-o", str(tmp_path / "s.zarr"), "--tokenizer", "whitespace", "-q",
-            "--task-tokens", "512", "--options", options, "--weights", weights]
-    first = subprocess.Popen(_cli(*args), cwd=REPO)
+    args = ["precompute", "-", "-o", str(tmp_path / "s.zarr"), "--tokenizer", "whitespace", "-q",
+            "--options", options, "--weights", weights]
+    # The first run reads standard input: it holds the store until its input ends.
+    first = subprocess.Popen(_cli(*args), cwd=REPO, stdin=subprocess.PIPE, text=True)
     try:
+        first.stdin.write("the first line .\n")
+        first.stdin.flush()
         deadline = time.time() + 120
-        while not (tmp_path / "s.zarr" / "task_done").exists() and time.time() < deadline:
+        while not (tmp_path / "s.zarr" / "zarr.json").exists() and time.time() < deadline:
             time.sleep(0.01)
-        second = subprocess.run(_cli(*args), cwd=REPO, capture_output=True, text=True)
+        second = subprocess.run(_cli(*args), cwd=REPO, capture_output=True, text=True, input="another input .\n")
         assert second.returncode == 2
         assert "another run" in second.stderr and f"process {first.pid} on {socket.gethostname()}" in second.stderr
         assert "--overwrite" not in second.stderr
         with pytest.raises(StoreError, match="a run is writing this store"):
             open_cache(str(tmp_path / "s.zarr"))
+        first.stdin.write("the last line .\n")
     finally:
+        first.stdin.close()
         first.wait(timeout=300)
     assert first.returncode == 0
     assert not (tmp_path / "s.zarr.lock").exists()
-    assert len(open_cache(str(tmp_path / "s.zarr"))) == 3050
+    assert len(open_cache(str(tmp_path / "s.zarr"))) == 2
 
 
 def test_the_lock_of_a_killed_run_is_taken_over(tmp_path: Path, model_files):
