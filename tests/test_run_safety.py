@@ -38,7 +38,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def run(text: Path, store: Path, files, **kwargs) -> dict:
     settings = PrecomputeSettings(tokenizer="whitespace", **kwargs.pop("settings", {}))
     return precompute(str(text), str(store), load(files), settings, model_files=tuple(map(str, files)),
-                      progress=False, **kwargs)
+                      **{"progress": False, **kwargs})
 
 
 def _cli(*args: str) -> list[str]:
@@ -210,3 +210,37 @@ def test_bad_sizes_name_their_flag(tmp_path: Path):
     subprocess_run = subprocess.run(_cli("precompute", "x.txt", "--task-tokens", "0"), cwd=REPO,
                                     capture_output=True, text=True)
     assert "--task-tokens must be a positive" in subprocess_run.stderr
+
+
+def test_a_store_and_its_model_move_together_and_verify_says_which_flag_when_the_model_is_gone(
+        tmp_path: Path):
+    import shutil
+
+    from cache_builder.verify import verify
+
+    project = tmp_path / "project"
+    files = save_tiny_model(project / "model")
+    text = write_lines(project / "in.txt", ["a b c .", "d e ."])
+    manifest = run(text, project / "s.zarr", files)
+    assert (manifest["model"]["options"], manifest["model"]["weights"]) == ("model/options.json",
+                                                                           "model/weights.hdf5")
+    moved = tmp_path / "elsewhere"
+    shutil.move(project, moved)
+    assert verify(str(moved / "s.zarr"), sample=2).ok
+    shutil.rmtree(moved / "model")
+    report = verify(str(moved / "s.zarr"), sample=2)
+    assert not report.ok and "pass --model, or --options and --weights" in report.problems[0]
+
+
+def test_the_progress_bar_moves_with_every_batch_of_a_squad_file(tmp_path: Path, model_files, monkeypatch):
+    from cache_builder.progress import EmbedBar
+    from tests.test_inputs import make_squad
+
+    squad = tmp_path / "train.json"
+    squad.write_text(json.dumps(make_squad(4, articles=2, paragraphs=3, questions=6)))
+    updates: list[int] = []
+    tokens = EmbedBar.tokens
+    monkeypatch.setattr(EmbedBar, "tokens", lambda self, n: (updates.append(n), tokens(self, n)))
+    manifest = run(squad, tmp_path / "s.zarr", model_files, progress=True, settings={"batch_tokens": 24})
+    assert sum(updates) == manifest["counts"]["tokens"]
+    assert len(updates) >= 10 and max(updates) < manifest["counts"]["tokens"] / 5
