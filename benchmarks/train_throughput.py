@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from elmo.tokenize import UserDictionary, get_tokenizer  # noqa: E402
 from elmo.train import train  # noqa: E402
 from elmo.vocab import make_vocab  # noqa: E402
 
@@ -36,8 +37,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         corpus = sorted((REPO / "data" / "corpus").glob("train.*.txt"))
-        make_vocab(corpus, work / "vocab.txt", user_dicts=[REPO / "data" / "user_dict.txt"],
-                   segmented_out=work / "seg")
+        tokenizer = get_tokenizer("auto", user_dicts=[UserDictionary.read(REPO / "data" / "user_dict.txt")])
+        make_vocab(corpus, work / "vocab.txt", tokenizer, segmented_out=work / "seg")
         config = json.loads((REPO / "data" / "default_arch.json").read_text(encoding="utf-8"))
         config["training"].update(checkpoint_every=10**9)  # time the steps, not the checkpoints
         (work / "config.json").write_text(json.dumps(config), encoding="utf-8")

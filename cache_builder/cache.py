@@ -52,7 +52,7 @@ class EmbeddingCache:
         why = manifest_kind(manifest)
         if why is not None:
             raise StoreError(f"{store.path}: not an elmo-cache store ({why})")
-        errors = schema_errors(manifest, "cache_manifest")
+        errors = schema_errors(manifest, "cache_manifest", "cache_builder.schemas")
         if errors:
             raise StoreError(f"{store.path}: invalid manifest: " + "; ".join(errors))
         self.manifest: dict[str, Any] = manifest

@@ -42,9 +42,9 @@ from cache_builder.store.lock import RunLock
 from cache_builder.store.encoding import get_encoding
 from cache_builder.store.layout import TASK_ARRAYS, array_specs, bytes_per_token_estimate, task_chunking
 from cache_builder.tasks import TASK_DONE, TaskContext, forget, iter_done, run_task
-from cache_builder.tokenize import Tokenizer, get_tokenizer
 from elmo import BiLM, load_default_bilm
 from elmo.runtime import resolve_device, resolve_dtype
+from elmo.tokenize import Tokenizer
 
 log = logging.getLogger("elmo_cache")
 
@@ -102,7 +102,7 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     src = open_source(source, settings.input_format, storage_options)
     check_not_input(store, src.location)
     spec = settings.layer_spec(bilm)
-    tokenizer = get_tokenizer(settings.tokenizer)
+    tokenizer = settings.tokenizer
     head = manifest_head(bilm, spec, settings, tokenizer, fmt, src.name, relative_model_record(model_files, store))
     if settings.on_error == "skip" and rejects_path is None:
         rejects_path = str(default_rejects_path(src.location if "://" not in src.location and
@@ -319,7 +319,7 @@ def dry_run(source: Any, bilm: BiLM | None = None, settings: PrecomputeSettings 
     settings = settings or PrecomputeSettings()
     src = open_source(source, settings.input_format, storage_options)
     fields = embedded_fields(src, settings.fields)
-    tokenizer = get_tokenizer(settings.tokenizer)
+    tokenizer = settings.tokenizer
     stats = ReadStats()
     log_ = RecordLog(src.reader.unit, settings.id_field or "id", settings.on_error,
                      os.devnull if settings.on_error == "skip" else None, stats)

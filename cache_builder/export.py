@@ -1,52 +1,124 @@
-"""Export a store in the layout of AllenNLP's ``elmo`` command, for scripts written for it."""
+"""Export a store in the layout of AllenNLP's ``elmo`` command, for scripts written for it.
+
+AllenNLP writes one float32 dataset per sentence, named by its key, plus ``sentence_to_index``:
+one JSON string mapping each sentence (its tokens joined by spaces) to its key. Its ``--all``
+datasets are ``(n_layers, n_tokens, dim)``, ``--top`` and ``--average`` ones ``(n_tokens, dim)``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import h5py
 import numpy as np
 
-from cache_builder.cache import open_cache
+from cache_builder.cache import EmbeddingCache, open_cache
+from cache_builder.layers import LayerSpec
 
 MODES = ("all", "top", "average")
+INDEX = "sentence_to_index"  # AllenNLP's dataset name; no sentence key may take it
 
 
 def export_allennlp(path: str, out_path: str, mode: str = "all") -> int:
     """Write ``out_path`` (HDF5): one float32 dataset per sentence key plus ``sentence_to_index``.
 
-    Keys are document ids (``"<id>.<field>"`` when the store has several fields). Datasets are
-    ``(n_layers, n_tokens, dim)`` with ``mode="all"``, else ``(n_tokens, dim)``: the top layer or
-    the average of the layers. ``sentence_to_index`` holds one JSON string mapping each
-    sentence (its tokens joined by spaces) to its key, as AllenNLP writes it.
+    Keys are document ids (``"<id>.<field>"`` when the store has several fields), with ``/``
+    written as ``_`` (HDF5 would read it as a group).
+
+    Args:
+        mode: ``"all"``: every layer the store holds, ``(n_layers_kept, n_tokens, dim)``, or
+            ``(n_tokens, dim)`` for a mixed store (its one layer); ``"top"``: the biLM's top
+            layer, ``(n_tokens, dim)``; ``"average"``: the mean of every biLM layer,
+            ``(n_tokens, dim)``.
 
     Returns:
         The number of datasets written.
 
     Raises:
-        ValueError: the store lacks the layers ``mode`` needs.
+        ValueError: the store lacks the layers ``mode`` needs; two ids that give one key, an
+            id that gives ``sentence_to_index`` or a name HDF5 cannot hold (checked before
+            anything is written); ``out_path`` is the store, or an existing file that is not
+            an AllenNLP export. The file appears whole or not at all: it is written beside
+            ``out_path`` under a temporary name and renamed at the end.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    out = Path(out_path)
+    _check_target(out, Path(path))
     with open_cache(path) as cache:
-        spec, n_layers = cache.spec, cache.manifest["model"]["n_layers"]
-        everything = spec.mix is None and spec.layers == tuple(range(n_layers))
-        if mode != "top" and not everything:
-            raise ValueError(f"--{mode} needs a store with every layer (0..{n_layers - 1}); this one has "
-                             f"{spec.describe()}")
-        if mode == "top" and (spec.mix is not None or spec.layers[-1] != n_layers - 1):
-            raise ValueError(f"--top needs the top layer {n_layers - 1}; this store has {spec.describe()}")
-        sentence_to_index: dict[str, str] = {}
-        written = 0
-        with h5py.File(out_path, "w") as out:
-            for doc_id in cache:
-                for field, segment in cache.segments(doc_id).items():
-                    key = (doc_id if len(cache.fields) == 1 else f"{doc_id}.{field}").replace("/", "_")
-                    layers = cache.segment_vectors(segment).astype(np.float32)  # (n_layers, n_tokens, dim)
-                    data = {"all": layers, "top": layers[-1], "average": layers.mean(axis=0)}[mode]
-                    out.create_dataset(key, data=data)  # "/" would make HDF5 groups
+        layers = _layer_view(mode, cache.spec, cache.manifest["model"]["n_layers"])
+        keys = dataset_keys(cache)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+        os.close(fd)
+        try:
+            sentence_to_index: dict[str, str] = {}
+            with h5py.File(tmp, "w") as f:
+                for key, (doc_id, field) in keys.items():
+                    segment = cache.segments(doc_id)[field]
+                    f.create_dataset(key, data=layers(cache.segment_vectors(segment).astype(np.float32)))
                     sentence_to_index[" ".join(cache.segment_tokens(segment).tokens)] = key
-                    written += 1
-            out.create_dataset("sentence_to_index", (1,), dtype=h5py.special_dtype(vlen=str),
-                               data=[json.dumps(sentence_to_index)])
-    return written
+                f.create_dataset(INDEX, (1,), dtype=h5py.special_dtype(vlen=str), data=[json.dumps(sentence_to_index)])
+            os.replace(tmp, out)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    return len(keys)
+
+
+def dataset_keys(cache: EmbeddingCache) -> dict[str, tuple[str, str]]:
+    """Dataset name → (document id, field), in store order.
+
+    Raises:
+        ValueError: naming the ids whose names collide, or that cannot be a dataset name.
+    """
+    keys: dict[str, tuple[str, str]] = {}
+    several = len(cache.fields) > 1
+    for doc_id in cache:
+        for field in cache.segments(doc_id):
+            key = (f"{doc_id}.{field}" if several else doc_id).replace("/", "_")
+            if key == INDEX:
+                raise ValueError(f"id {doc_id!r} would be the dataset {INDEX!r}, AllenNLP's sentence index")
+            if key == "." or "\x00" in key:
+                raise ValueError(f"id {doc_id!r} cannot be an HDF5 dataset name ({key!r})")
+            if key in keys:
+                raise ValueError(f"ids {keys[key][0]!r} and {doc_id!r} both become the dataset {key!r} "
+                                 "('/' is written as '_'); rename one of them")
+            keys[key] = (doc_id, field)
+    return keys
+
+
+def _layer_view(mode: str, spec: LayerSpec, n_layers: int) -> Callable[[np.ndarray], np.ndarray]:
+    """What ``mode`` makes of a segment's stored vectors (``EmbeddingCache.segment_vectors``).
+
+    Raises:
+        ValueError: the store does not hold the layers ``mode`` needs, saying what it holds.
+    """
+    top = n_layers - 1
+    if mode == "all":
+        return lambda stored: stored
+    if mode == "top" and spec.mix is None and top in spec.layers:
+        return lambda stored: stored[spec.layers.index(top)]
+    if mode == "average" and spec.mix is None and spec.layers == tuple(range(n_layers)):
+        return lambda stored: stored.mean(axis=0)
+    needs = f"the top layer {top}" if mode == "top" else f"every layer (0..{top})"
+    raise ValueError(f"--{mode} needs {needs}; this store holds {spec.describe()}: export it with --all")
+
+
+def _check_target(out: Path, store: Path) -> None:
+    """Refuse to replace the store itself, or a file that is not an earlier export."""
+    if out.exists() and out.resolve() == store.resolve():
+        raise ValueError(f"{out} is the store being exported; choose another output path")
+    if out.is_dir() or (out.is_file() and not _is_export(out)):
+        raise ValueError(f"{out} exists and is not an AllenNLP export; remove it or choose another path")
+
+
+def _is_export(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return INDEX in f
+    except OSError:
+        return False

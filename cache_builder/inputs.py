@@ -21,12 +21,14 @@ Formats (``input_format``; ``"auto"`` picks by extension, then by content, see
 
 JSONL and text files stream: they are read in binary one line at a time and each line is
 decoded on its own, so an invalid UTF-8 byte sequence is reported with its line number and,
-under ``on_error="skip"``, costs only that line.
+under ``on_error="skip"``, costs only that line. Compressed data that is damaged or cut short
+is an :class:`InputError` naming the file.
 
 A record is normalized to ``{"id": ..., "fields": {name: text or token list}}`` and validated
-against ``schemas/input_record.schema.json``. Bad records (malformed JSON, invalid UTF-8,
-missing id, missing field, non-string or empty text, bad token list, duplicate id, lone
-surrogates smuggled in by JSON escapes) raise
+against ``cache_builder/schemas/input_record.schema.json``. Bad records (malformed JSON,
+invalid UTF-8, missing id, missing field, non-string or empty text, bad token list, duplicate
+id, lone surrogates smuggled in by JSON escapes, nesting too deep for the parser, integers too
+long to convert) raise
 :class:`InputError` naming file, line, field and reason, or with ``on_error="skip"`` go to the
 rejects file, one JSON line each. Long tokens are not an error: the model reads the first
 48 UTF-8 bytes of each token.
@@ -35,9 +37,13 @@ rejects file, one JSON line each. Long tokens are not an error: the model reads 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
+import gzip
 import json
+import lzma
 import re
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,36 +116,66 @@ class _Item(NamedTuple):
     where: str = ""  # location in a nested file, e.g. "data[0].paragraphs[2].qas[1]"
 
 
-def _decoded_lines(stream: BinaryIO, start_of_file: bool) -> Iterator[_Item]:
+@contextlib.contextmanager
+def _decompressing(name: str) -> Iterator[None]:
+    """Damaged or truncated compressed input, met while reading, as an :class:`InputError`."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as e:
+        raise InputError(name, None, f"damaged compressed data ({e})") from None
+
+
+def _decoded_lines(stream: BinaryIO, start_of_file: bool, name: str) -> Iterator[_Item]:
     """Every line of a binary stream, decoded alone; the value is the text without its line
     ending, or ``None`` with a problem when the line is not valid UTF-8. Lines are numbered
     from 1 within the stream; a byte-order mark is dropped only at the start of a file."""
-    for number, data in enumerate(stream, start=1):
-        data = data.removesuffix(b"\n").removesuffix(b"\r")
-        try:
-            text = data.decode("utf-8-sig" if number == 1 and start_of_file else "utf-8")
-        except UnicodeDecodeError as e:
-            yield _Item(number, data.decode("utf-8", errors="replace"), None,
-                        f"invalid UTF-8 at byte {e.start} of the line")
-            continue
-        yield _Item(number, text, text)
+    with _decompressing(name):
+        for number, data in enumerate(stream, start=1):
+            data = data.removesuffix(b"\n").removesuffix(b"\r")
+            try:
+                text = data.decode("utf-8-sig" if number == 1 and start_of_file else "utf-8")
+            except UnicodeDecodeError as e:
+                yield _Item(number, data.decode("utf-8", errors="replace"), None,
+                            f"invalid UTF-8 at byte {e.start} of the line")
+                continue
+            yield _Item(number, text, text)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, with every way it fails on bad data a :class:`ValueError`: malformed JSON
+    (a :class:`json.JSONDecodeError`), nesting deeper than the parser's recursion limit, and
+    integers longer than Python converts (``sys.get_int_max_str_digits``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse (about 1000 levels at most)") from None
+    except ValueError as e:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ValueError(f"unreadable JSON number: {str(e).split(';')[0]}") from None
+
+
+def _json_problem(error: ValueError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"malformed JSON: {error.msg} at column {error.colno}"
+    return str(error)
 
 
 def _read_jsonl(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_Item]:
-    for item in _decoded_lines(stream, start_of_file):
+    for item in _decoded_lines(stream, start_of_file, name):
         if item.problem is not None:
             yield item
         elif item.value.strip():
             try:
-                yield item._replace(value=json.loads(item.value))
-            except json.JSONDecodeError as e:
-                yield item._replace(value=None, problem=f"malformed JSON: {e.msg} at column {e.colno}")
+                yield item._replace(value=parse_json(item.value))
+            except ValueError as e:
+                yield item._replace(value=None, problem=_json_problem(e))
 
 
 def _read_text(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_Item]:
     """Each line a document; its id (the 0-based line index) is set by :func:`text_id` once the
     line's number in the whole file is known."""
-    for item in _decoded_lines(stream, start_of_file):
+    for item in _decoded_lines(stream, start_of_file, name):
         if item.problem is not None:
             yield item
         else:
@@ -152,8 +188,16 @@ def text_id(line: int) -> str:
     return str(line - 1)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """One line of JSON in valid UTF-8: lone surrogates escaped, a value too deep to write noted."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return json.dumps("<nested too deeply to write>")
+    return json.dumps(value) if _LONE_SURROGATE.search(text) else text
 
 
 def _member_list(parent: Any, key: str) -> tuple[list[Any], str | None]:
@@ -168,9 +212,10 @@ def _member_list(parent: Any, key: str) -> tuple[list[Any], str | None]:
 def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_Item]:
     """One item per question. A file that is not valid UTF-8 or JSON, or has no ``data`` list,
     raises :class:`InputError` whatever ``on_error`` says: nothing in it can be read."""
-    data = stream.read()
+    with _decompressing(path):
+        data = stream.read()
     try:
-        document = json.loads(data.decode("utf-8-sig"))
+        document = parse_json(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         raise InputError(path, data.count(b"\n", 0, e.start) + 1,
@@ -178,6 +223,8 @@ def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_I
     except json.JSONDecodeError as e:
         hint = " (JSON Lines? pass input_format='jsonl')" if e.msg == "Extra data" else ""
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}{hint}") from None
+    except ValueError as e:
+        raise InputError(path, None, str(e)) from None
     articles, problem = _member_list(document, "data")
     if problem is not None:
         raise InputError(path, None, f"not SQuAD JSON: the top level {problem}")
@@ -253,15 +300,17 @@ def detect_format(location: str | Path, storage_options: dict[str, Any] | None =
     if not newline and len(head) == _SNIFF_BYTES:
         return "squad"
     try:
-        obj = json.loads(first.decode("utf-8", errors="replace"))
+        obj = parse_json(first.decode("utf-8", errors="replace"))
     except json.JSONDecodeError:
         return "squad"
+    except ValueError:  # one complete but unreadable object: a JSON Lines record the reader reports
+        return "jsonl"
     return "squad" if isinstance(obj, dict) and "data" in obj else "jsonl"
 
 
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
-    return jsonschema.Draft202012Validator(load_schema("input_record"))
+    return jsonschema.Draft202012Validator(load_schema("input_record", "cache_builder.schemas"))
 
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
@@ -272,9 +321,6 @@ _TYPE_WORDS = {"string": "a string", "array": "a token list", "object": "an obje
 def _expected_types(error: jsonschema.ValidationError) -> str:
     expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
     return " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _pattern_reason(error: jsonschema.ValidationError) -> str:

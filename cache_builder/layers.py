@@ -32,6 +32,11 @@ class LayerSpec:
     logits: tuple[float, ...] | None = None
     gamma: float = 1.0
 
+    def __post_init__(self) -> None:
+        numbers = (*(self.mix or ()), *(self.logits or ()), self.gamma)
+        if not all(map(math.isfinite, numbers)):
+            raise ValueError(f"the mix weights and gamma must be finite numbers, got {self.describe()}")
+
     @property
     def keeps_token_layer(self) -> bool:
         """Layer 0 stored as a per-type table (only for an unmixed store that keeps it)."""
@@ -70,9 +75,12 @@ class LayerSpec:
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
     try:
-        return tuple(float(x) for x in text.split(","))
+        values = tuple(float(x) for x in text.split(","))
     except ValueError:
         raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not all(map(math.isfinite, values)):
+        raise ValueError(f"{what} {text}: every weight must be a finite number")
+    return values
 
 
 def parse_layer_spec(n_layers: int, *, layers: str | None = None, mix: str | None = None,
@@ -91,6 +99,8 @@ def parse_layer_spec(n_layers: int, *, layers: str | None = None, mix: str | Non
     """
     if sum(x is not None for x in (layers, mix, mix_logits)) > 1:
         raise ValueError("give one of --layers, --mix, --mix-logits")
+    if not math.isfinite(gamma):
+        raise ValueError(f"--gamma must be a finite number, got {gamma}")
     if mix is None and mix_logits is None:
         if layers is None:
             return LayerSpec(tuple(range(n_layers)))
@@ -113,8 +123,6 @@ def parse_layer_spec(n_layers: int, *, layers: str | None = None, mix: str | Non
         weights = tuple(e / sum(exp) for e in exp)
     if len(weights) != n_layers:
         raise ValueError(f"the mix needs {n_layers} weights (one per layer), got {len(weights)}")
-    if not math.isfinite(gamma):
-        raise ValueError(f"--gamma must be finite, got {gamma}")
     return LayerSpec(tuple(range(n_layers)), mix=weights, logits=logits, gamma=gamma)
 
 

@@ -24,7 +24,8 @@ from cache_builder.inputs import InputError, RecordLog, text_id, validate
 from cache_builder.sources import Part, Source
 from cache_builder.store import Appender, StoreWriter
 from cache_builder.store.layout import ArraySpec, encode_strings
-from cache_builder.tokenize import Tokenized, Tokenizer, tokenize_field
+from cache_builder.tokenize import tokenize_field
+from elmo.tokenize import Tokenized, Tokenizer
 
 
 @dataclass

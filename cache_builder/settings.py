@@ -17,6 +17,7 @@ from cache_builder.store.layout import FORMAT_NAME, FORMAT_VERSION
 from elmo import BiLM
 from elmo.runtime import DTYPES
 from elmo.models import BUNDLED, model_record
+from elmo.tokenize import Tokenizer, get_tokenizer
 from elmo.weights import model_fingerprint
 
 STORE_DTYPES = tuple(ENCODINGS)
@@ -36,7 +37,8 @@ class PrecomputeSettings:
         layers: kept layers or the fixed mix; None keeps every layer of the model.
         dtype: the stored vectors' encoding: "float16", "float32" or "int8" (:mod:`.store.encoding`).
         compute_dtype: the model's precision while it runs ("float32", "bfloat16", "float16").
-        tokenizer: a name for :func:`cache_builder.tokenize.get_tokenizer`.
+        tokenizer: a tokenizer of :mod:`elmo.tokenize` (e.g. a model's recorded one), or a
+            registered name, built with default options.
         max_tokens: longer texts are split on sentence boundaries into pieces of at most this.
         batch_tokens: padded tokens per model batch.
         task_tokens: stored tokens per embedding task (rounded to whole storage objects): the
@@ -49,7 +51,7 @@ class PrecomputeSettings:
     layers: LayerSpec | None = None
     dtype: str = "float16"
     compute_dtype: str = "float32"
-    tokenizer: str = "auto"
+    tokenizer: Tokenizer | str = "auto"
     max_tokens: int = 512
     batch_tokens: int = 4096
     task_tokens: int | None = None
@@ -60,6 +62,8 @@ class PrecomputeSettings:
     on_error: str = "raise"
 
     def __post_init__(self) -> None:
+        if isinstance(self.tokenizer, str):
+            object.__setattr__(self, "tokenizer", get_tokenizer(self.tokenizer))
         if self.dtype not in STORE_DTYPES:
             raise ValueError(f"--dtype {self.dtype}: a store holds one of {STORE_DTYPES}")
         if self.compute_dtype not in DTYPES:

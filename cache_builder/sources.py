@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import fsspec
 from fsspec.utils import infer_compression
 
-from cache_builder.inputs import READERS, Format, _Item, detect_format, infer_fields, open_input
+from cache_builder.inputs import READERS, Format, _Item, detect_format, infer_fields, open_input, parse_json
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class StdinSource(_Source):
         head = self._stream.peek(1 << 20).split(b"\n")
         for number, line in enumerate(head[:-1] if len(head) > 1 else head, start=1):
             try:
-                value = json.loads(line)
+                value = parse_json(line)
             except ValueError:
                 continue
             if isinstance(value, dict):

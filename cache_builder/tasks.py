@@ -26,8 +26,9 @@ from cache_builder.plan import Task
 from cache_builder.store import StoreReader, ZarrStore
 from cache_builder.store.encoding import get_encoding
 from cache_builder.store.layout import decode_strings
-from cache_builder.tokenize import Tokenized, split_long
+from cache_builder.tokenize import split_long
 from elmo import BiLM
+from elmo.tokenize import Tokenized
 
 TASK_DONE = "task_done"  # (n_tasks,) uint8, one storage object per task: 1 once its rows are written
 TYPE_BATCH = 1024  # token types per char-CNN call in a type task (bounds its intermediates)

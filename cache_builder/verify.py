@@ -12,9 +12,10 @@ import torch
 from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.store import CorruptStoreError
 from cache_builder.store.encoding import get_encoding
-from cache_builder.tokenize import Tokenized, split_long
+from cache_builder.tokenize import split_long
 from elmo import BiLM
 from elmo.models import BUNDLED, load_recorded_model
+from elmo.tokenize import Tokenized
 from elmo.weights import model_fingerprint
 
 # A recomputed (float32, CPU) segment may differ from the stored one by an absolute error for
@@ -89,10 +90,24 @@ def _read_all(cache: EmbeddingCache, report: VerifyReport) -> None:
         step, length = store.chunk_rows(name), store.length(name)
         for start in range(0, length, step):
             try:
-                store.read(name, start, min(start + step, length))
+                rows = store.read(name, start, min(start + step, length))
             except CorruptStoreError as e:
                 report.problems.append(str(e))
+            else:
+                report.problems += _non_finite(name, start, rows)
             report.chunks_read += 1
+
+
+def _non_finite(name: str, start: int, rows: np.ndarray) -> list[str]:
+    """A problem for a chunk of float rows holding NaN or infinity (a float16 store overflows to
+    infinity beyond 65504); rows hold no other floats, and every comparison with NaN is false."""
+    if rows.dtype.kind != "f":
+        return []
+    bad = ~np.isfinite(rows).reshape(len(rows), -1).all(axis=1)
+    if not bad.any():
+        return []
+    first = start + int(np.argmax(bad))
+    return [f"{name}: {int(bad.sum())} rows from row {first} hold NaN or infinite values"]
 
 
 def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:

@@ -129,6 +129,13 @@ def model_record(bilm: BiLM, source: dict[str, Any] | tuple[str, str] | None) ->
     return {"family": model_family(bilm), "dir": None, "options": None, "weights": None, **(source or {})}
 
 
+def model_folder(record: dict[str, Any]) -> Path | None:
+    """The folder a model record names: its directory, or the folder of its options file."""
+    if record.get("dir"):
+        return DEFAULT_MODEL_DIR if record["dir"] == BUNDLED else Path(record["dir"])
+    return Path(record["options"]).parent if record.get("options") else None
+
+
 def load_recorded_model(record: dict[str, Any]) -> BiLM | None:
     """The model a manifest's ``model`` record names, or None when it names no location."""
     if record.get("dir"):

@@ -64,7 +64,7 @@ class BiLMOptions:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<options>") -> BiLMOptions:
-        """Validate ``raw`` against ``schemas/bilm_options.schema.json`` and build the options.
+        """Validate ``raw`` against ``elmo/schemas/bilm_options.schema.json`` and build the options.
 
         Raises:
             OptionsError: naming ``source`` and every offending key.

@@ -13,7 +13,9 @@ state, a run resumed after a kill continues exactly where the checkpoint left it
 
 A *save dir* holds ``checkpoint.pt`` (the latest state, for ``--resume``) and, when held-out
 data is given, ``best.pt`` (the model with the lowest held-out perplexity); the model of a save
-dir is ``best.pt`` when present, else the latest checkpoint.
+dir is ``best.pt`` when present, else the latest checkpoint. It also keeps ``tokenizer.json``,
+how the training text was segmented (from the vocabulary's record, or the fine-tuned model's),
+which the exported model directory carries on for ``precompute``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import glob
 import json
 import math
 import os
+import pickle
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -41,7 +45,8 @@ from elmo.lstm import LstmState
 from elmo.options import BiLMOptions
 from elmo.runtime import resolve_device
 from elmo.schemas import load_schema, schema_errors
-from elmo.vocab import UNK_ID, read_training_vocab, write_vocab
+from elmo.tokenize import RECORD, Tokenizer, load_tokenizer, model_tokenizer, save_tokenizer
+from elmo.vocab import UNK_ID, read_training_vocab, tokenizer_record_path, write_vocab
 from elmo.weights import load_weights, save_weights
 
 CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
@@ -59,7 +64,7 @@ class TrainingError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """The ``training`` section of a config; defaults live in ``schemas/train_config.schema.json``."""
+    """The ``training`` section of a config; defaults live in ``elmo/schemas/train_config.schema.json``."""
 
     seed: int
     batch_size: int
@@ -89,7 +94,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<config>") -> TrainConfig:
-        """Validate against ``schemas/train_config.schema.json`` (and the options schema).
+        """Validate against ``elmo/schemas/train_config.schema.json`` (and the options schema).
 
         Raises:
             TrainingError: naming ``source`` and every offending key.
@@ -332,11 +337,15 @@ def _softmax_file(model_dir: Path) -> Path:
     return model_dir / "softmax.hdf5"
 
 
-def save_model(lm: LanguageModel, vocab: Sequence[str], out_dir: str | Path, extra: dict[str, Any]) -> None:
+def save_model(lm: LanguageModel, vocab: Sequence[str], out_dir: str | Path, extra: dict[str, Any],
+               tokenizer: Tokenizer | None = None) -> None:
     """Export: ``options.json`` (262 characters), ``weights.hdf5`` in the published layout, and,
-    for fine-tuning, ``vocab.txt`` and ``softmax.hdf5`` (``softmax/W`` (vocab, proj), ``softmax/b``)."""
+    for fine-tuning, ``vocab.txt`` and ``softmax.hdf5`` (``softmax/W`` (vocab, proj), ``softmax/b``);
+    ``tokenizer.json`` when the training text's tokenizer is known."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, out / RECORD)
     options = lm.bilm.options
     replace(options, extra={**options.extra, **extra}).save(out / "options.json")
     save_weights(lm.bilm, out / "weights.hdf5")
@@ -409,13 +418,42 @@ def perplexity(lm: LanguageModel, corpus: Corpus, batch_size: int = 32, unroll_s
     return Perplexity(math.exp(nll[0]), math.exp(nll[1]), math.exp(sum(nll) / 2), int(count[0]))
 
 
+CHECKPOINT_KEYS = ("config", "vocab", "train_files", "n_train_tokens", "model", "optimizer", "step",
+                   "states", "best_heldout", "bad_evals", "rng", "cuda_rng")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train`: tensors and plain data only.
+
+    It is read with ``weights_only=True``: a file that would build any other object (and so
+    could run code while being read) is refused, never unpickled.
+
+    Raises:
+        TrainingError: naming the file, when it holds other objects or lacks checkpoint keys.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        wanted = re.search(r"GLOBAL (\S+)", str(e))
+        if wanted:
+            raise TrainingError(f"{path}: refused: it asks for {wanted.group(1)}, not only tensors and "
+                                "plain data, and building it could run code") from None
+        raise TrainingError(f"{path}: not a readable checkpoint (damaged, or not tensors and plain data)") from None
+    except (RuntimeError, KeyError, EOFError) as e:  # not a torch file at all, or a truncated one
+        raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else CHECKPOINT_KEYS
+    if missing:
+        raise TrainingError(f"{path}: not a checkpoint of this tool (missing {', '.join(missing)})")
+    return ckpt
+
+
 def load_trained(save_dir: str | Path, device: torch.device | str = "cpu") -> tuple[LanguageModel, dict[str, Any]]:
     """The model of a save dir (``best.pt`` if present, else ``checkpoint.pt``) and its checkpoint."""
     save_dir = Path(save_dir)
     path = save_dir / BEST if (save_dir / BEST).exists() else save_dir / CHECKPOINT
     if not path.exists():
         raise TrainingError(f"{save_dir}: no {CHECKPOINT}; train into this directory first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     config = TrainConfig.from_dict(ckpt["config"], str(path))
     lm = LanguageModel(config.model, len(ckpt["vocab"]))
     lm.load_state_dict(ckpt["model"])
@@ -437,7 +475,7 @@ def export(save_dir: str | Path, out_dir: str | Path) -> Path:
     save_model(lm, ckpt["vocab"], out_dir, {
         "bidirectional": True, "n_tokens_vocab": lm.vocab_size, "unroll_steps": training.unroll_steps,
         "dropout": training.dropout, "batch_size": training.batch_size, "n_train_tokens": ckpt["n_train_tokens"],
-    })
+    }, tokenizer=model_tokenizer(save_dir))
     return Path(out_dir)
 
 
@@ -471,6 +509,7 @@ class _Start:
     vocab: list[str]
     checkpoint: dict[str, Any] | None = None  # resuming
     base: LanguageModel | None = None  # fine-tuning
+    tokenizer: Tokenizer | None = None  # how the training text was segmented, when recorded
 
 
 def _starting_point(save_dir: Path, files: list[str], config: str | Path | None, vocab: str | Path | None,
@@ -481,7 +520,7 @@ def _starting_point(save_dir: Path, files: list[str], config: str | Path | None,
     if resume:
         if not ckpt_path.exists():
             raise TrainingError(f"{save_dir}: nothing to resume, no {CHECKPOINT}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(ckpt_path)
         saved = TrainConfig.from_dict(ckpt["config"], str(ckpt_path))
         if cfg is not None:
             diffs = _differences(cfg.to_dict(), saved.to_dict())
@@ -505,12 +544,14 @@ def _starting_point(save_dir: Path, files: list[str], config: str | Path | None,
         base, vocab_tokens = load_model(init_from, training.dropout)
         if cfg is not None and cfg.model is not None:
             _require_same_model(cfg.model, base.bilm.options, f"the model {init_from}", str(config))
-        return _Start(TrainConfig(replace(base.bilm.options, extra={}), training), vocab_tokens, base=base)
+        return _Start(TrainConfig(replace(base.bilm.options, extra={}), training), vocab_tokens, base=base,
+                      tokenizer=model_tokenizer(init_from))
     if cfg is None or cfg.model is None:
         raise TrainingError("training from scratch needs --config with a 'model' section")
     if vocab is None:
         raise TrainingError("training from scratch needs --vocab")
-    return _Start(cfg, read_training_vocab(vocab))
+    record = tokenizer_record_path(vocab)
+    return _Start(cfg, read_training_vocab(vocab), tokenizer=load_tokenizer(record) if record.is_file() else None)
 
 
 def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path | None = None,
@@ -522,10 +563,11 @@ def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path
     Args:
         train_data: glob patterns of segmented text (one sentence per line, tokens separated
             by spaces), e.g. written by :func:`elmo.vocab.make_vocab`.
-        config: training config (``schemas/train_config.schema.json``); optional when
+        config: training config (``elmo/schemas/train_config.schema.json``); optional when
             resuming (the checkpoint's is used) or fine-tuning (the training defaults).
         vocab: training vocabulary (``<S>``, ``</S>``, ``<UNK>`` first); not with ``init_from``,
-            which keeps the model's vocabulary.
+            which keeps the model's vocabulary (and tokenizer). The tokenizer recorded beside
+            it (``vocab.tokenizer.json``) is kept in ``save_dir`` for the export.
         heldout: glob patterns of held-out text: perplexity every ``eval_every`` steps and at
             the end, ``best.pt`` kept, early stop after ``patience`` evaluations without gain.
         resume: continue from ``save_dir/checkpoint.pt``: same step count, data position,
@@ -570,6 +612,8 @@ def train(train_data: Sequence[str], save_dir: str | Path, *, config: str | Path
         if dev.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], dev)
     save_dir.mkdir(parents=True, exist_ok=True)
+    if start.tokenizer is not None:
+        save_tokenizer(start.tokenizer, save_dir / RECORD)
 
     epoch_windows: dict[int, Windows] = {}
 

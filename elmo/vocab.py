@@ -1,26 +1,24 @@
-"""Vocabularies: reading them, and building them from raw text (segmenting Chinese with jieba).
+"""Vocabularies: reading them, and building them from raw text segmented by a tokenizer of
+:mod:`elmo.tokenize` (the registry ``precompute`` uses too).
 
 A vocabulary file has one token per line. A *training* vocabulary starts with ``<S>``,
 ``</S>``, ``<UNK>`` (in that order) and lists the other tokens by descending count, the
 layout of the original bilm-tf recipe; its size is the softmax size of the language model.
+:func:`make_vocab` also records the tokenizer beside the vocabulary
+(:func:`tokenizer_record_path`), so that training, export and precompute segment alike.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from elmo.tokenize import Tokenizer, get_tokenizer, save_tokenizer
+
 SPECIAL_TOKENS = ("<S>", "</S>", "<UNK>")
 BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
-LANGUAGES = ("zh", "en", "auto")
-
-# English: words (with inner apostrophes/hyphens, e.g. "don't", "well-known"), numbers, and
-# every other non-space character on its own, so punctuation is a token.
-_EN_TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 class VocabularyError(ValueError):
@@ -75,45 +73,18 @@ def write_vocab(tokens: Iterable[str], path: str | Path) -> None:
         f.writelines(f"{t}\n" for t in tokens)
 
 
-class Segmenter:
-    """Splits one line of raw text into tokens.
-
-    Args:
-        lang: ``"zh"`` segments with jieba (English words inside Chinese text stay whole),
-            ``"en"`` uses a regular expression (words, numbers, each punctuation mark),
-            ``"auto"`` picks per line: jieba when it contains a CJK character.
-        user_dicts: jieba user dictionaries (``word [freq] [tag]`` per line), e.g. domain terms.
-    """
-
-    def __init__(self, lang: str = "auto", user_dicts: Sequence[str | Path] = ()):
-        if lang not in LANGUAGES:
-            raise ValueError(f"unknown language {lang!r}; choose one of {', '.join(LANGUAGES)}")
-        self.lang = lang
-        self._jieba = None
-        if lang != "en":
-            import logging
-
-            import jieba
-
-            jieba.setLogLevel(logging.WARNING)
-            self._jieba = jieba.Tokenizer()  # a private instance: user words do not leak elsewhere
-            for d in user_dicts:
-                if not Path(d).is_file():
-                    raise FileNotFoundError(f"{d}: user dictionary not found")
-                self._jieba.load_userdict(str(d))
-
-    def __call__(self, line: str) -> list[str]:
-        """One line → its tokens (no whitespace tokens)."""
-        if self._jieba is not None and (self.lang == "zh" or _CJK.search(line)):
-            return [t for t in (w.strip() for w in self._jieba.cut(line)) if t]
-        return _EN_TOKEN.findall(line)
+def tokenizer_record_path(vocab_path: str | Path) -> Path:
+    """Where :func:`make_vocab` records the tokenizer of a vocabulary: ``vocab.txt`` →
+    ``vocab.tokenizer.json`` (read by ``train --vocab``)."""
+    return Path(vocab_path).with_suffix(".tokenizer.json")
 
 
-def segment_corpus(files: Sequence[str | Path], segmenter: Segmenter,
+def segment_corpus(files: Sequence[str | Path], tokenizer: Tokenizer,
                    out_dir: str | Path | None = None) -> Iterator[list[str]]:
     """Yield the tokens of every non-blank line of ``files``; optionally write them segmented.
 
     Args:
+        tokenizer: splits each line (offsets are not needed here).
         out_dir: when given, ``out_dir/<file name>`` gets one sentence per line, tokens
             separated by single spaces: the input format of training.
 
@@ -135,7 +106,7 @@ def segment_corpus(files: Sequence[str | Path], segmenter: Segmenter,
         try:
             with open(path, encoding="utf-8") as f:
                 for line in f:
-                    tokens = segmenter(line)
+                    tokens = tokenizer(line).tokens
                     if not tokens:
                         continue
                     n_tokens += len(tokens)
@@ -192,11 +163,15 @@ def build_vocab(sentences: Iterable[Sequence[str]], min_count: int = 1,
     return tokens, stats
 
 
-def make_vocab(files: Sequence[str | Path], out: str | Path, lang: str = "auto",
-               user_dicts: Sequence[str | Path] = (), segmented_out: str | Path | None = None,
-               min_count: int = 1, max_size: int | None = None) -> VocabularyStats:
-    """Segment ``files``, write the vocabulary to ``out`` (and the segmented text), return the counts."""
-    sentences = segment_corpus(files, Segmenter(lang, user_dicts), segmented_out)
+def make_vocab(files: Sequence[str | Path], out: str | Path, tokenizer: Tokenizer | None = None,
+               segmented_out: str | Path | None = None, min_count: int = 1,
+               max_size: int | None = None) -> VocabularyStats:
+    """Segment ``files`` with ``tokenizer`` (default ``auto``), write the vocabulary to ``out``,
+    the tokenizer's record to :func:`tokenizer_record_path` (and the segmented text), and
+    return the counts."""
+    tokenizer = tokenizer if tokenizer is not None else get_tokenizer("auto")
+    sentences = segment_corpus(files, tokenizer, segmented_out)
     tokens, stats = build_vocab(sentences, min_count, max_size)
     write_vocab(tokens, out)
+    save_tokenizer(tokenizer, tokenizer_record_path(out))
     return stats

@@ -21,6 +21,7 @@ import torch
 from elmo.bilm import BiLM
 from elmo.char_cnn import CharCNN
 from elmo.lstm import BiLstm
+from elmo.token_table import TokenTable
 
 
 class WeightFileError(ValueError):
@@ -154,7 +155,11 @@ def save_weights(bilm: BiLM, path: str | Path) -> None:
 
 def model_fingerprint(bilm: BiLM) -> str:
     """SHA-256 over the canonical options, the token dictionaries (if the model has any) and
-    every weight: the identity of a model's outputs."""
+    every weight: the identity of a model's outputs.
+
+    A precomputed token table (method 2) replaces the char CNN's weights: its vocabulary (in
+    row order) and its rows count instead.
+    """
     digest = hashlib.sha256(json.dumps(bilm.options.to_dict(), sort_keys=True).encode())
     if isinstance(bilm.token_encoder, CharCNN):
         for name, table in sorted(bilm.token_encoder.vocabularies().items()):
@@ -162,4 +167,8 @@ def model_fingerprint(bilm: BiLM) -> str:
     for entry in weight_entries(bilm):
         digest.update(entry.name.encode())
         digest.update(np.ascontiguousarray(entry.read(), dtype=np.float32).tobytes())
+    encoder = bilm.token_encoder
+    if isinstance(encoder, TokenTable):
+        digest.update(json.dumps(list(encoder.token_ids), ensure_ascii=False).encode())
+        digest.update(np.ascontiguousarray(_host_float32(encoder.table)).tobytes())
     return digest.hexdigest()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cache_builder import open_cache
-from cache_builder.cache import pad_collate
+from cache_builder.cache import EmbeddingCache, pad_collate
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.export import export_allennlp
 from cache_builder.layers import LayerSpec, parse_layer_spec
@@ -35,7 +35,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name, source, spec in [("all", text, LayerSpec((0, 1, 2))), ("top", text, LayerSpec((2,))),
                                ("mix", text, parse_layer_spec(3, mix="0.2,0.3,0.5")),
-                               ("fields", squad, LayerSpec((0, 1, 2)))]:
+                               ("fields", squad, LayerSpec((0, 1, 2))), ("low", squad, LayerSpec((0, 1)))]:
         out[name] = folder / f"{name}.zarr"
         precompute(str(source), str(out[name]), load(files),
                    PrecomputeSettings(spec, tokenizer="whitespace", dtype="float32"), progress=False)
@@ -101,8 +101,76 @@ def test_export_allennlp_layouts(stores, tmp_path: Path):
         np.testing.assert_array_equal(f["3"][...], cache.lookup("3"))
         np.testing.assert_allclose(g["3"][...], cache.lookup("3").mean(0), rtol=1e-6)
         np.testing.assert_array_equal(h["3"][...], cache.lookup("3")[2])
-    with pytest.raises(ValueError, match="every layer"):
-        export_allennlp(str(stores["top"]), str(tmp_path / "x.hdf5"), "all")
+
+
+def test_export_allennlp_writes_what_the_store_holds(stores, tmp_path: Path):
+    # --layers 0,1 (the README's recommendation) and mixed stores export as they are.
+    assert export_allennlp(str(stores["low"]), str(tmp_path / "low.hdf5")) == 4
+    assert export_allennlp(str(stores["mix"]), str(tmp_path / "mix.hdf5")) == 4
+    low, mix = open_cache(str(stores["low"])), open_cache(str(stores["mix"]))
+    with h5py.File(tmp_path / "low.hdf5") as f, h5py.File(tmp_path / "mix.hdf5") as g:
+        assert set(f) == {"q1.context", "q1.question", "q2.context", "q2.question", "sentence_to_index"}
+        assert f["q1.context"].shape == (2, 4, 16)
+        np.testing.assert_array_equal(f["q2.question"][...], low.lookup("q2", "question"))
+        assert json.loads(f["sentence_to_index"][0])["Three ?"] == "q2.question"
+        assert g["3"].shape == (6, 16)
+        np.testing.assert_array_equal(g["3"][...], mix.lookup("3"))
+    for store, mode, holds in (("low", "top", "layers 0,1"), ("mix", "average", "mix 0.2,0.3,0.5 gamma 1"),
+                               ("top", "average", "layers 2")):
+        with pytest.raises(ValueError, match=f"this store holds {holds}: export it with --all"):
+            export_allennlp(str(stores[store]), str(tmp_path / "x.hdf5"), mode)
+    assert not (tmp_path / "x.hdf5").exists()
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "export-allennlp", str(stores["low"]),
+                          str(tmp_path / "cli.hdf5")], capture_output=True, text=True)
+    assert out.returncode == 0 and "4 sentences" in out.stdout
+
+
+def _store_of_ids(folder: Path, ids: list[str]) -> Path:
+    files = save_tiny_model(folder / "model")
+    data = write_lines(folder / "ids.jsonl", [{"id": i, "text": f"text of {k} ."} for k, i in enumerate(ids)])
+    precompute(str(data), str(folder / "ids.zarr"), load(files), PrecomputeSettings(LayerSpec((1, 2)),
+               tokenizer="whitespace"), progress=False)
+    return folder / "ids.zarr"
+
+
+@pytest.mark.parametrize("ids, message", [
+    (["a/b", "x", "a_b"], r"ids 'a/b' and 'a_b' both become the dataset 'a_b'"),
+    (["x", "sentence_to_index"], r"id 'sentence_to_index' would be the dataset 'sentence_to_index'"),
+])
+def test_export_allennlp_refuses_ids_it_cannot_keep_apart(tmp_path: Path, ids: list[str], message: str):
+    store = _store_of_ids(tmp_path, ids)
+    with pytest.raises(ValueError, match=message):
+        export_allennlp(str(store), str(tmp_path / "out.hdf5"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.jsonl", "ids.zarr", "model"]
+
+
+def test_export_allennlp_never_leaves_a_half_written_file(stores, tmp_path: Path, monkeypatch):
+    out = tmp_path / "out.hdf5"
+    export_allennlp(str(stores["all"]), str(out))
+    before = out.read_bytes()
+    reads = []
+
+    def failing_read(self, segment):  # the third segment read fails (a damaged chunk, a full disk, Ctrl-C)
+        reads.append(segment)
+        if len(reads) == 3:
+            raise OSError("No space left on device")
+        return original(self, segment)
+
+    original = EmbeddingCache.segment_vectors
+    monkeypatch.setattr(EmbeddingCache, "segment_vectors", failing_read)
+    with pytest.raises(OSError, match="No space left"):
+        export_allennlp(str(stores["top"]), str(out), "top")
+    assert out.read_bytes() == before  # the earlier export is untouched
+    with pytest.raises(OSError, match="No space left"):
+        reads.clear()
+        export_allennlp(str(stores["all"]), str(tmp_path / "new.hdf5"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.hdf5"]  # no partial file beside it
+    monkeypatch.undo()
+    (tmp_path / "notes.txt").write_text("mine")
+    for target in (tmp_path / "notes.txt", stores["all"]):
+        with pytest.raises(ValueError, match="not an AllenNLP export|is the store being exported"):
+            export_allennlp(str(stores["all"]), str(target))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_cli_info_and_lookup(stores):

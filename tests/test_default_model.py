@@ -17,7 +17,7 @@ def _cosines(bilm, first: str, second: str, word: str) -> torch.Tensor:
 
 def test_default_model_is_small_and_complete():
     sizes = {p.name: p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir()}
-    assert {"options.json", "weights.hdf5", "vocab.txt", "TRAINING.md"} <= set(sizes)
+    assert {"options.json", "weights.hdf5", "vocab.txt", "tokenizer.json", "TRAINING.md"} <= set(sizes)
     assert sum(sizes.values()) < 20 * 2**20
 
 

@@ -197,3 +197,17 @@ def test_reused_gate_memory_never_changes_earlier_outputs_or_later_results():
     assert torch.equal(first, kept)  # outputs handed out earlier are not views of it
     with torch.no_grad():  # memory taken in inference mode is read-only outside it
         torch.testing.assert_close(reused(reused.prepare(long)).layers, first, rtol=0, atol=0)
+
+
+def test_forward_touches_no_process_wide_precision_flag(monkeypatch):
+    """The char CNN keeps float32 IEEE without flipping torch's global TF32 switch, which other
+    threads (a second model, a training script) read at the same moment."""
+    flags = type(torch.backends.cudnn).__dict__["allow_tf32"]
+    writes = []
+    monkeypatch.setattr(type(torch.backends.cudnn), "allow_tf32",
+                        property(lambda module: flags.__get__(module), lambda module, value: writes.append(value)))
+    bilm = tiny_bilm()
+    bilm.embed(random_sentences(8, 5))
+    with torch.inference_mode():
+        bilm(bilm.prepare(random_sentences(8, 6)))
+    assert writes == []

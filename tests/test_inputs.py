@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import pickle
 import random
@@ -18,7 +19,7 @@ from cache_builder.inputs import (
     detect_format,
     read_records,
 )
-from cache_builder.tokenize import get_tokenizer
+from elmo.tokenize import get_tokenizer
 
 # ---------------------------------------------------------------------------- generators
 
@@ -203,6 +204,9 @@ BAD_JSONL: dict[str, tuple[bytes | str | dict[str, Any], str | None, str]] = {
     "object text": ({"id": "b", "text": {"a": 1}}, "text", "must be a string or a token list, got object"),
     "invalid UTF-8": (b'{"id": "b", "text": "caf\xe9"}', None, "invalid UTF-8 at byte 24 of the line"),
     "lone surrogate": ('{"id": "b", "text": "half a pair \\ud83d here"}', "text", "lone surrogate"),
+    "nested 10,000 deep": ('{"id": "b", "text": ' + "[" * 10_000 + "]" * 10_000 + "}", None,
+                           "JSON nested too deeply to parse"),
+    "5,000-digit integer": ('{"id": ' + "9" * 5000 + ', "text": "x"}', None, "unreadable JSON number"),
 }
 
 
@@ -317,6 +321,19 @@ def test_squad_bad_questions_and_paragraphs(tmp_path: Path) -> None:
     assert stats.rejected == 6
 
 
+def test_squad_questions_that_cannot_be_written_as_they_are_still_go_to_the_rejects(tmp_path: Path) -> None:
+    squad = make_squad(articles=1, paragraphs=1, questions=3)
+    qas = squad["data"][0]["paragraphs"][0]["qas"]
+    qas[0]["question"] = "half a pair \ud83d"  # lone surrogate: not writable as UTF-8
+    qas[1]["question"] = json.loads("[" * 900 + "]" * 900)  # parses, but is too deep to write back
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(squad))
+    assert [r.doc_id for r in read_records(path, on_error="skip")] == [qas[2]["id"]]
+    rejects = read_rejects(default_rejects_path(path))
+    assert [(r["line"], r["field"]) for r in rejects] == [(1, "question"), (2, "question")]
+    assert json.loads(rejects[0]["raw"])["question"] == "half a pair \ud83d"
+
+
 def test_squad_file_that_cannot_be_parsed_always_raises(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{\n  "data": [\n    {"paragraphs": ]\n  ]\n}\n')
@@ -372,3 +389,36 @@ def test_input_error_message_and_pickling() -> None:
     assert (copy.path, copy.line, copy.field, copy.reason, str(copy)) == ("data/in.jsonl", 3, "text", "is empty",
                                                                           str(error))
     assert isinstance(error, ValueError)
+
+
+# ---------------------------------------------------------------------------- compressed inputs
+
+
+def test_gzip_inputs_stream_with_their_line_numbers(tmp_path: Path) -> None:
+    lines = [GOOD_BEFORE, {"id": "b", "text": ""}, GOOD_AFTER]
+    plain = write_lines(tmp_path / "in.jsonl", lines)
+    packed = tmp_path / "in.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert detect_format(packed) == "jsonl"
+    assert [(r.doc_id, r.line) for r in read_records(packed, on_error="skip")] == [("g1", 1), ("g2", 3)]
+    assert [r["line"] for r in read_rejects(default_rejects_path(packed))] == [2]
+    with pytest.raises(InputError, match=r"in\.jsonl\.gz:2: field text: is empty"):
+        list(read_records(packed))
+    text = tmp_path / "in.txt.gz"
+    text.write_bytes(gzip.compress(b"first line .\n\nthird line .\n"))
+    assert [(r.doc_id, r.fields["text"]) for r in read_records(text, on_error="skip")] == [
+        ("0", "first line ."), ("2", "third line .")]
+    squad = make_squad(articles=1)
+    squad_gz = tmp_path / "train-v1.1.json.gz"  # .json: the format comes from the content
+    squad_gz.write_bytes(gzip.compress(json.dumps(squad).encode()))
+    assert detect_format(squad_gz) == "squad"
+    assert len(list(read_records(squad_gz))) == 18
+    # Streaming: records come out before a damaged end is reached, which is then a clear error.
+    many = gzip.compress(b"".join(b'{"id": "%d", "text": "line %d"}\n' % (i, i) for i in range(20000)))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(many[: len(many) // 2])
+    records = read_records(cut)
+    assert next(records).doc_id == "0"
+    with pytest.raises(InputError, match=r"cut\.jsonl\.gz: damaged compressed data"):
+        list(records)
+

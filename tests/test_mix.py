@@ -15,7 +15,7 @@ from cache_builder.cache import pad_collate
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec, parse_layer_spec
 from cache_builder.mix import ScalarMix
-from cli import build_parser
+from elmo_cache.cli import build_parser
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines
 

@@ -8,7 +8,8 @@ import h5py
 import pytest
 import torch
 
-from elmo import BiLMOptions, OptionsError, load_bilm
+from elmo import BiLM, BiLMOptions, OptionsError, load_bilm
+from elmo.token_table import TokenTable
 from elmo.weights import WeightFileError, model_fingerprint, save_weights
 from tests.tiny import tiny_bilm, tiny_options
 
@@ -125,3 +126,22 @@ def test_fingerprint_changes_with_any_weight():
     with torch.no_grad():
         bilm.lstm.layers[1].w_proj[1, 0, 0] += 1e-3
     assert model_fingerprint(bilm) != before
+
+
+def test_fingerprint_covers_a_token_table_encoder():
+    bilm = tiny_bilm()
+    vocab = ["<S>", "</S>", "<UNK>", "cat", "dog"]
+    with torch.no_grad():
+        table = bilm.token_encoder(bilm.token_encoder.type_inputs(vocab))  # (n_vocab, projection_dim)
+
+    def with_table(tokens: list[str], rows: torch.Tensor) -> str:
+        fast = BiLM(bilm.options, token_encoder=TokenTable(tokens, rows.clone()))
+        fast.lstm.load_state_dict(bilm.lstm.state_dict())
+        return model_fingerprint(fast)
+
+    same = with_table(vocab, table)
+    assert with_table(vocab, table) == same
+    changed = table.clone()
+    changed[3, 0] += 1e-3
+    assert with_table(vocab, changed) != same  # one vector of one token
+    assert with_table(vocab[:3] + ["dog", "cat"], table) != same  # the rows mean other tokens

@@ -3,7 +3,10 @@ layer choices, determinism, dry run, bad inputs through the whole pipeline."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 import torch
 
 from cache_builder import open_cache
+from cli import main
 from cache_builder.engine import PrecomputeSettings, dry_run, precompute
 from cache_builder.inputs import InputError, default_rejects_path
 from cache_builder.layers import LayerSpec, parse_layer_spec
@@ -18,6 +22,9 @@ from cache_builder.store import StoreError
 from elmo import load_bilm
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import BAD_JSONL, GOOD_AFTER, GOOD_BEFORE, make_squad, write_lines
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +288,26 @@ def test_bad_lines_of_a_text_file_skipped_keep_the_other_ids(tmp_path: Path, mod
     cache = open_cache(str(tmp_path / "s.zarr"))
     assert sorted(cache) == ["0", "3"]  # ids stay the line indices of AllenNLP's elmo command
     assert cache.tokens("3").tokens == ["last", "line", "."]
+
+
+def test_gzip_and_standard_input_through_the_command_line(tmp_path: Path, model_files, monkeypatch):
+    lines = [{"id": f"d{i}", "text": line} for i, line in enumerate(LONG_LINES[:12])]
+    plain = write_lines(tmp_path / "in.jsonl", lines)
+    (tmp_path / "in.jsonl.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    model = ["--options", str(model_files[0]), "--weights", str(model_files[1]), "--tokenizer", "whitespace", "-q"]
+    cli = [sys.executable, str(REPO / "cli.py"), "precompute"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["precompute", "in.jsonl", *model]) == 0
+    assert main(["precompute", "in.jsonl.gz", "-o", "gz.zarr", *model]) == 0
+    with open(plain, "rb") as stdin:  # a real pipe, in a process of its own
+        subprocess.run([*cli, "-", "-o", "stdin.zarr", *model], cwd=tmp_path, check=True, stdin=stdin)
+    want = open_cache(str(tmp_path / "in.elmo.zarr"))
+    for name in ("gz.zarr", "stdin.zarr"):
+        got = open_cache(str(tmp_path / name))
+        assert list(got) == list(want) and got.info()["counts"] == want.info()["counts"]
+        for doc_id in want:
+            np.testing.assert_array_equal(got.lookup(doc_id), want.lookup(doc_id))
+    assert open_cache(str(tmp_path / "stdin.zarr")).info()["input"]["fingerprint"] == want.info()["input"]["fingerprint"]
+    bad = subprocess.run([*cli, "-", "-o", "bad.zarr", *model], cwd=tmp_path, capture_output=True, text=True,
+                         input='{"id": "a", "text": "fine ."}\n{"id": "b", "text": 3}\n')
+    assert bad.returncode == 2 and bad.stderr.startswith("error: <stdin>:2: field text: must be a string")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
 import signal
 import socket
@@ -39,7 +38,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def run(text: Path, store: Path, files, **kwargs) -> dict:
     settings = PrecomputeSettings(tokenizer="whitespace", **kwargs.pop("settings", {}))
     return precompute(str(text), str(store), load(files), settings, model_files=tuple(map(str, files)),
-                      progress=False, **kwargs)
+                      **{"progress": False, **kwargs})
 
 
 def _cli(*args: str) -> list[str]:
@@ -121,30 +120,30 @@ def test_the_manifest_describes_the_input_as_it_was_read(tmp_path: Path, model_f
 
 
 def test_a_second_run_on_the_same_output_stops_and_readers_are_told_a_run_is_writing(tmp_path: Path, model_files):
-    text = corpus(tmp_path / "in.txt", 3000)
     options, weights = map(str, model_files)
-    args = ["precompute", str(text), "-o", str(tmp_path / "s.zarr"), "--tokenizer", "whitespace", "-q",
-            "--task-tokens", "512", "--options", options, "--weights", weights]
-    first = subprocess.Popen(_cli(*args), cwd=REPO)
+    args = ["precompute", "-", "-o", str(tmp_path / "s.zarr"), "--tokenizer", "whitespace", "-q",
+            "--options", options, "--weights", weights]
+    # The first run reads standard input: it holds the store until its input ends.
+    first = subprocess.Popen(_cli(*args), cwd=REPO, stdin=subprocess.PIPE, text=True)
     try:
+        first.stdin.write("the first line .\n")
+        first.stdin.flush()
         deadline = time.time() + 120
-        while not (tmp_path / "s.zarr" / "task_done").exists() and time.time() < deadline:
+        while not (tmp_path / "s.zarr" / "zarr.json").exists() and time.time() < deadline:
             time.sleep(0.01)
-        os.kill(first.pid, signal.SIGSTOP)  # hold the first run in its embedding pass, however fast it is
-        try:
-            second = subprocess.run(_cli(*args), cwd=REPO, capture_output=True, text=True)
-            assert second.returncode == 2
-            assert "another run" in second.stderr and f"process {first.pid} on {socket.gethostname()}" in second.stderr
-            assert "--overwrite" not in second.stderr
-            with pytest.raises(StoreError, match="a run is writing this store"):
-                open_cache(str(tmp_path / "s.zarr"))
-        finally:
-            os.kill(first.pid, signal.SIGCONT)
+        second = subprocess.run(_cli(*args), cwd=REPO, capture_output=True, text=True, input="another input .\n")
+        assert second.returncode == 2
+        assert "another run" in second.stderr and f"process {first.pid} on {socket.gethostname()}" in second.stderr
+        assert "--overwrite" not in second.stderr
+        with pytest.raises(StoreError, match="a run is writing this store"):
+            open_cache(str(tmp_path / "s.zarr"))
+        first.stdin.write("the last line .\n")
     finally:
+        first.stdin.close()
         first.wait(timeout=300)
     assert first.returncode == 0
     assert not (tmp_path / "s.zarr.lock").exists()
-    assert len(open_cache(str(tmp_path / "s.zarr"))) == 3050
+    assert len(open_cache(str(tmp_path / "s.zarr"))) == 2
 
 
 def test_the_lock_of_a_killed_run_is_taken_over(tmp_path: Path, model_files):
@@ -211,3 +210,37 @@ def test_bad_sizes_name_their_flag(tmp_path: Path):
     subprocess_run = subprocess.run(_cli("precompute", "x.txt", "--task-tokens", "0"), cwd=REPO,
                                     capture_output=True, text=True)
     assert "--task-tokens must be a positive" in subprocess_run.stderr
+
+
+def test_a_store_and_its_model_move_together_and_verify_says_which_flag_when_the_model_is_gone(
+        tmp_path: Path):
+    import shutil
+
+    from cache_builder.verify import verify
+
+    project = tmp_path / "project"
+    files = save_tiny_model(project / "model")
+    text = write_lines(project / "in.txt", ["a b c .", "d e ."])
+    manifest = run(text, project / "s.zarr", files)
+    assert (manifest["model"]["options"], manifest["model"]["weights"]) == ("model/options.json",
+                                                                           "model/weights.hdf5")
+    moved = tmp_path / "elsewhere"
+    shutil.move(project, moved)
+    assert verify(str(moved / "s.zarr"), sample=2).ok
+    shutil.rmtree(moved / "model")
+    report = verify(str(moved / "s.zarr"), sample=2)
+    assert not report.ok and "pass --model, or --options and --weights" in report.problems[0]
+
+
+def test_the_progress_bar_moves_with_every_batch_of_a_squad_file(tmp_path: Path, model_files, monkeypatch):
+    from cache_builder.progress import EmbedBar
+    from tests.test_inputs import make_squad
+
+    squad = tmp_path / "train.json"
+    squad.write_text(json.dumps(make_squad(4, articles=2, paragraphs=3, questions=6)))
+    updates: list[int] = []
+    tokens = EmbedBar.tokens
+    monkeypatch.setattr(EmbedBar, "tokens", lambda self, n: (updates.append(n), tokens(self, n)))
+    manifest = run(squad, tmp_path / "s.zarr", model_files, progress=True, settings={"batch_tokens": 24})
+    assert sum(updates) == manifest["counts"]["tokens"]
+    assert len(updates) >= 10 and max(updates) < manifest["counts"]["tokens"] / 5

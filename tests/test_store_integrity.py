@@ -160,3 +160,22 @@ def test_verify_allows_for_the_recorded_compute_precision(tmp_path: Path, model_
     build(corpus(tmp_path / "in.txt", 40), store, model_files, dtype="float32", compute_dtype="bfloat16")
     report = verify(str(store), sample=8)
     assert report.ok and report.max_error > 1e-4  # bfloat16's error, accepted for what it is
+
+
+def test_ctrl_c_says_in_one_line_that_the_same_command_resumes(tmp_path: Path, model_files):
+    text = corpus(tmp_path / "in.txt", 800)
+    store = tmp_path / "s.zarr"
+    args = ["precompute", str(text), "-o", str(store), "--tokenizer", "whitespace", "--task-tokens", "500",
+            "-q", "--options", str(model_files[0]), "--weights", str(model_files[1])]
+    proc = subprocess.Popen(_cli(*args), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while tasks_done(store) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["interrupted: run the same command again to resume from the last commit"]
+    subprocess.run(_cli(*args), check=True, cwd=REPO)
+    with open_cache(str(store)) as cache:
+        assert len(cache) == 800
+    assert verify(str(store), sample=2).ok

@@ -8,14 +8,8 @@ import random
 
 import pytest
 
-from cache_builder.tokenize import (
-    TOKENIZERS,
-    Tokenized,
-    get_tokenizer,
-    pretokenized,
-    split_long,
-    tokenize_field,
-)
+from cache_builder.tokenize import pretokenized, split_long, tokenize_field
+from elmo.tokenize import TOKENIZERS, Tokenized, get_tokenizer
 
 
 def assert_offsets(text: str, doc: Tokenized) -> None:

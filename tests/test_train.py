@@ -147,7 +147,7 @@ def test_resume_after_sigkill_continues_at_same_step_and_data_position(data, tmp
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ckpt = torch.load(killed / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(killed / "checkpoint.pt", weights_only=True)
     step = ckpt["step"]
     assert step >= 20 and step % 20 == 0  # checkpoint_every = 20
 
@@ -155,8 +155,8 @@ def test_resume_after_sigkill_continues_at_same_step_and_data_position(data, tmp
                     progress=False)
     reference = _train(data, tmp_path / "reference", step + 30)
     assert (resumed.step, resumed.epoch, resumed.window) == (reference.step, reference.epoch, reference.window)
-    got = torch.load(killed / "checkpoint.pt", weights_only=False)["model"]
-    want = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=False)["model"]
+    got = torch.load(killed / "checkpoint.pt", weights_only=True)["model"]
+    want = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=True)["model"]
     for name in want:  # same data in the same order, same carried states, same optimizer state
         assert torch.equal(got[name], want[name]), name
 
@@ -207,3 +207,37 @@ def test_cli_perplexity_and_export(trained, data, tmp_path, capsys):
     assert cli.main(["export", "--save-dir", str(trained), "--out-dir", str(tmp_path / "m")]) == 0
     assert {p.name for p in (tmp_path / "m").iterdir()} == {
         "options.json", "weights.hdf5", "vocab.txt", "softmax.hdf5"}
+
+
+class _RunsCode:
+    """Unpickling this (with a full unpickler) runs ``os.system``: it touches a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_no_code(trained, data, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    ckpt = {key: value for key, value in torch.load(trained / "checkpoint.pt", weights_only=True).items()}
+    ckpt["vocab"] = _RunsCode(marker)
+    torch.save(ckpt, crafted / "checkpoint.pt")
+    calls = {
+        "resume": lambda: train([str(data / "train.txt")], crafted, resume=True, device="cpu", progress=False),
+        "perplexity": lambda: perplexity_of(crafted, [str(data / "heldout.txt")], device="cpu"),
+        "export": lambda: export(crafted, tmp_path / "model"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TrainingError, match=r"checkpoint.pt: refused: it asks for posix.system.*could run code"):
+            call()
+        assert not marker.exists(), name
+    assert cli.main(["export", "--save-dir", str(crafted), "--out-dir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and not marker.exists()
+    (crafted / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable checkpoint"):
+        export(crafted, tmp_path / "model")

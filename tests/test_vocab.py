@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 import cli
-from elmo.vocab import (SPECIAL_TOKENS, Segmenter, VocabularyError, build_vocab, make_vocab,
-                        read_training_vocab)
+from elmo.tokenize import UserDictionary, get_tokenizer, load_tokenizer
+from elmo.vocab import (SPECIAL_TOKENS, VocabularyError, build_vocab, make_vocab, read_training_vocab,
+                        tokenizer_record_path)
 
 
 def test_order_specials_then_count_then_first_seen(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("b a The the\nthe a c\n\nthe c x\n", encoding="utf-8")
-    stats = make_vocab([corpus], tmp_path / "v.txt", lang="en")
+    stats = make_vocab([corpus], tmp_path / "v.txt", get_tokenizer("en"))
     lines = (tmp_path / "v.txt").read_text(encoding="utf-8").splitlines()
     # the:3; a, c: 2 (a seen first); b, The, x: 1 (first-seen order). Case-sensitive.
     assert lines == ["<S>", "</S>", "<UNK>", "the", "a", "c", "b", "The", "x"]
@@ -30,23 +31,22 @@ def test_min_count_and_max_size():
 
 def test_chinese_segmentation_with_user_dict_and_segmented_out(tmp_path):
     raw = tmp_path / "zh.txt"
-    raw.write_text("我买了六斤苹果。\nI bought an iPhone 7.\n", encoding="utf-8")
+    raw.write_text("我买了六斤苹果。\nI bought an iPhone 7. Don't go!\n", encoding="utf-8")
     user_dict = tmp_path / "dict.txt"
     user_dict.write_text("买了 100000\n", encoding="utf-8")
-    assert Segmenter("zh")("我买了六斤苹果。") == ["我", "买", "了", "六斤", "苹果", "。"]
-    make_vocab([raw], tmp_path / "v.txt", lang="auto", user_dicts=[user_dict], segmented_out=tmp_path / "seg")
+    assert get_tokenizer("zh")("我买了六斤苹果。").tokens == ["我", "买", "了", "六斤", "苹果", "。"]
+    tokenizer = get_tokenizer("auto", user_dicts=[UserDictionary.read(user_dict)])
+    make_vocab([raw], tmp_path / "v.txt", tokenizer, segmented_out=tmp_path / "seg")
     assert (tmp_path / "seg" / "zh.txt").read_text(encoding="utf-8").splitlines() == [
-        "我 买了 六斤 苹果 。", "I bought an iPhone 7 ."]
-
-
-def test_english_tokenizer_keeps_contractions_and_splits_punctuation():
-    assert Segmenter("en")("Don't go, well-known Tom!") == ["Don't", "go", ",", "well-known", "Tom", "!"]
+        "我 买了 六斤 苹果 。", "I bought an iPhone 7 . Do n't go !"]
+    recorded = load_tokenizer(tokenizer_record_path(tmp_path / "v.txt"))  # v.tokenizer.json
+    assert recorded.settings() == tokenizer.settings() and recorded.user_dicts[0].text == "买了 100000\n"
 
 
 def test_cli_prints_token_count(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("a b c\nd e\n", encoding="utf-8")
-    assert cli.main(["vocab", str(corpus), "--out", str(tmp_path / "v.txt"), "--lang", "en"]) == 0
+    assert cli.main(["vocab", str(corpus), "--out", str(tmp_path / "v.txt"), "--tokenizer", "en"]) == 0
     assert capsys.readouterr().out.startswith("5 tokens in 2 sentences")
 
 

@@ -63,7 +63,7 @@ def resolve_config(model_dir: str | Path) -> Path:
 
 
 def read_architecture(path: str | Path) -> dict[str, Any]:
-    """The architecture JSON, checked against ``schemas/efml_config.schema.json``.
+    """The architecture JSON, checked against ``elmo/schemas/efml_config.schema.json``.
 
     Raises:
         EfmlFormatError: naming the file and every offending key, or an unsupported model kind.

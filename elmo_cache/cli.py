@@ -1,0 +1,386 @@
+"""elmo-cache command line: parses arguments and calls the library, nothing else.
+
+Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and sets
+``run`` to the function that calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+
+def _read_sentences(stream: TextIO) -> Iterator[list[str]]:
+    for line in stream:
+        yield line.split()
+
+
+def _add_model(p: argparse.ArgumentParser, default: str = "the bundled default model") -> None:
+    p.add_argument("--model", metavar="DIR", help="a model directory: ours (options.json + weights.hdf5) or "
+                                                  f"an ELMoForManyLangs one such as zhs.model (default: {default})")
+    p.add_argument("--options", help="a published options.json, with --weights, instead of --model")
+    p.add_argument("--weights", help="the published weights.hdf5 that goes with --options")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
+def _add_compute_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="model precision: float32 (default, matches the published outputs); "
+                        "bfloat16 on a GPU or a CPU with bf16 instructions; float16 on a GPU")
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from elmo.runtime import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    bilm, _ = _load_model(args)
+    bilm = bilm.to(device, resolve_dtype(args.compute_dtype, device))
+    stream = open(args.input, encoding="utf-8") if args.input != "-" else sys.stdin
+    with stream:
+        batch: list[list[str]] = []
+        line_no = 0
+
+        def flush() -> None:
+            out = bilm.embed(batch)
+            for b, sentence in enumerate(batch):
+                vectors = out.layers[:, b, : len(sentence)]
+                norms = ", ".join(f"{v:.3f}" for v in vectors.float().norm(dim=-1).mean(dim=-1).tolist())
+                print(f"{line_no - len(batch) + b + 1}\t{len(sentence)} tokens\t"
+                      f"shape {tuple(vectors.shape)}\tmean norm per layer [{norms}]")
+            batch.clear()
+
+        for sentence in _read_sentences(stream):
+            line_no += 1
+            batch.append(sentence)
+            if len(batch) == args.batch_size:
+                flush()
+        if batch:
+            flush()
+    return 0
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="embed whitespace-tokenized sentences and print their shapes",
+                       description="Smoke tool: one sentence per line (tokens separated by spaces); "
+                                   "prints (n_layers, n_tokens, dim) and mean vector norms per layer.")
+    p.add_argument("input", nargs="?", default="-", help="text file, or - for standard input (default)")
+    _add_model(p)
+    p.add_argument("--batch-size", type=int, default=64)
+    _add_device(p)
+    _add_compute_dtype(p)
+    p.set_defaults(run=_run_embed)
+
+
+def _add_tokenizer(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--tokenizer", default=default,
+                   help="en, zh (jieba), whitespace, or auto: jieba for runs of Han characters, en for "
+                        "the rest" + (f" (default {default})" if default else
+                                      " (default: the one the model records, else auto)"))
+    p.add_argument("--user-dict", action="append", default=[],
+                   help="jieba user dictionary, 'word [freq] [tag]' per line (repeatable)")
+
+
+def _run_vocab(args: argparse.Namespace) -> int:
+    from elmo.tokenize import choose_tokenizer
+    from elmo.vocab import make_vocab
+
+    stats = make_vocab(args.corpus, args.out, choose_tokenizer(args.tokenizer, args.user_dict),
+                       segmented_out=args.segmented_out, min_count=args.min_count, max_size=args.max_size)
+    print(f"{stats.n_tokens} tokens in {stats.n_sentences} sentences, {stats.n_types} distinct; "
+          f"wrote {stats.vocab_size} vocabulary entries to {args.out}")
+    return 0
+
+
+def _add_vocab(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vocab", help="segment raw text and build a training vocabulary",
+                       description="Segments raw text (jieba for Chinese), optionally writes it one "
+                                   "sentence per line, and writes a vocabulary: <S>, </S>, <UNK>, then "
+                                   "tokens by descending count, and the tokenizer beside it "
+                                   "(VOCAB.tokenizer.json, which train and export carry to the model). "
+                                   "Prints the token count training needs.")
+    p.add_argument("corpus", nargs="+", help="raw text files, one sentence (or paragraph) per line")
+    p.add_argument("--out", required=True, help="vocabulary file to write")
+    _add_tokenizer(p, "auto")
+    p.add_argument("--segmented-out", help="folder for the segmented files (same names), the input of train")
+    p.add_argument("--min-count", type=int, default=1, help="drop tokens seen fewer times (default 1)")
+    p.add_argument("--max-size", type=int, help="keep at most this many entries, special tokens included")
+    p.set_defaults(run=_run_vocab)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from elmo.train import train
+
+    result = train(args.train, args.save_dir, config=args.config, vocab=args.vocab, heldout=args.heldout,
+                   resume=args.resume, init_from=args.init_from, max_steps=args.max_steps,
+                   device=args.device, progress=not args.no_progress)
+    heldout = f"; held-out perplexity {result.heldout}" if result.heldout else ""
+    print(f"step {result.step} (epoch {result.epoch}, window {result.window}): train loss "
+          f"{result.train_loss:.4f}, {result.tokens_per_second:.0f} tokens/s{heldout}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train (or fine-tune, or resume) forward and backward LMs",
+                       description="Trains a biLM on segmented text (one sentence per line, tokens "
+                                   "separated by spaces); checkpoints go to --save-dir.")
+    p.add_argument("--train", action="append", required=True, help="glob of training files (repeatable)")
+    p.add_argument("--heldout", action="append", default=[],
+                   help="glob of held-out files (repeatable): perplexity, best model, early stopping")
+    p.add_argument("--vocab", help="training vocabulary (from the vocab command); not with --init-from")
+    p.add_argument("--config", help="architecture and training config (elmo/schemas/train_config.schema.json)")
+    p.add_argument("--save-dir", required=True, help="folder for checkpoint.pt and best.pt")
+    p.add_argument("--resume", action="store_true", help="continue from --save-dir's last checkpoint")
+    p.add_argument("--init-from", help="exported model folder to fine-tune (keeps its vocabulary)")
+    p.add_argument("--max-steps", type=int, help="total number of steps (overrides the config)")
+    _add_device(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_train, resume_hint=": run the same command with --resume to continue from the "
+                                                "last checkpoint")
+
+
+def _run_perplexity(args: argparse.Namespace) -> int:
+    from elmo.train import perplexity_of
+
+    ppl = perplexity_of(args.save_dir, args.data, device=args.device)
+    print(f"perplexity over {ppl.n_tokens} tokens: {ppl}")
+    return 0
+
+
+def _add_perplexity(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("perplexity", help="forward, backward and mean perplexity of a trained model")
+    p.add_argument("--save-dir", required=True, help="training folder (its best.pt, else checkpoint.pt)")
+    p.add_argument("--data", action="append", required=True, help="glob of segmented text (repeatable)")
+    _add_device(p)
+    p.set_defaults(run=_run_perplexity)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from elmo.train import export
+
+    out = export(args.save_dir, args.out_dir)
+    print(f"wrote {out}/options.json, weights.hdf5 (published layout), vocab.txt, softmax.hdf5")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained model as options.json + weights.hdf5")
+    p.add_argument("--save-dir", required=True, help="training folder (its best.pt, else checkpoint.pt)")
+    p.add_argument("--out-dir", required=True, help="model folder to write")
+    p.set_defaults(run=_run_export)
+
+
+def _load_model(args: argparse.Namespace):
+    """--model, or --options/--weights, else the bundled default model; returns (bilm, its record)."""
+    from elmo.models import load_model
+
+    return load_model(args.model, options=args.options, weights=args.weights)
+
+
+def _default_store(input_path: str) -> str:
+    if input_path == "-":
+        raise ValueError("reading standard input (-): name the store with -o")
+    return os.path.splitext(input_path.removesuffix(".gz"))[0] + ".elmo.zarr"
+
+
+def _run_precompute(args: argparse.Namespace) -> int:
+    from cache_builder.engine import PrecomputeSettings, dry_run, precompute
+    from cache_builder.layers import parse_layer_spec
+    from elmo.models import model_folder
+    from elmo.tokenize import choose_tokenizer
+
+    bilm, files = _load_model(args)
+    spec = parse_layer_spec(bilm.options.lstm.n_layers + 1, layers=args.layers, mix=args.mix,
+                            mix_logits=args.mix_logits, gamma=args.gamma)
+    tokenizer = choose_tokenizer(args.tokenizer, args.user_dict, model_dir=model_folder(files))
+    settings = PrecomputeSettings(
+        layers=spec, dtype=args.dtype, compute_dtype=args.compute_dtype, tokenizer=tokenizer,
+        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, task_tokens=args.task_tokens,
+        input_format=args.input_format, id_field=args.id_field,
+        fields=tuple(args.fields.split(",")) if args.fields else None, on_error=args.on_error)
+    if args.dry_run:
+        print(dry_run(args.input, bilm, settings).format())
+        return 0
+    store = args.output or _default_store(args.input)
+    manifest = precompute(args.input, store, bilm, settings, device=args.device, format=args.format,
+                          overwrite=args.overwrite, model_files=files, rejects_path=args.rejects,
+                          progress=not args.quiet, workers=args.workers, scheduler=args.scheduler)
+    counts = manifest["counts"]
+    print(f"{store}: {counts['documents']} documents, {counts['segments']} segments, "
+          f"{counts['tokens']} tokens, {counts['rejected']} rejected records")
+    return 0
+
+
+def _add_precompute(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("precompute", help="embed a dataset into a Zarr or HDF5 store",
+                       description="Run the biLM over every record of INPUT and write a store that "
+                                   "open_cache(STORE).lookup(doc_id) reads. Re-running an interrupted "
+                                   "run with the same arguments resumes it.")
+    p.add_argument("input", help="JSONL, SQuAD JSON, or plain text (one document per line); "
+                                 "gzip-compressed (.gz) or - for standard input")
+    p.add_argument("-o", "--output", help="store path (.zarr directory, or .h5/.hdf5 file); "
+                                          "default INPUT without extension + .elmo.zarr")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--layers", help="keep these layers, e.g. 0,1 (default: all)")
+    which.add_argument("--mix", help="collapse with normalized weights s0,s1,s2 (ELMo eq. 1)")
+    which.add_argument("--mix-logits", help="collapse with raw scalar-mix weights (softmax-normalized)")
+    p.add_argument("--gamma", type=float, default=1.0, help="scale of the mix (default 1)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32", "int8"),
+                   help="stored precision; int8: a float16 scale per token and layer, error at most "
+                        "1/254 of that token layer's largest value")
+    p.add_argument("--format", choices=("zarr", "hdf5"), help="store backend (default: from the path)")
+    _add_tokenizer(p, None)
+    p.add_argument("--input-format", default="auto", help="jsonl, squad, text or auto (default)")
+    p.add_argument("--id-field", help="JSONL key of the document id (default id)")
+    p.add_argument("--fields", help="comma-separated JSONL text fields to embed")
+    p.add_argument("--max-tokens", type=int, default=512, help="split longer texts at sentence ends")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
+    p.add_argument("--task-tokens", type=int,
+                   help="stored tokens per task: the unit of scheduling, writing and resume "
+                        "(default: a 64th of the store, 4,096 to 131,072)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", nargs="?", const="auto",
+                       help="run on a local Dask cluster of N worker processes (alone: one per GPU, "
+                            "else one per core)")
+    where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
+    _add_device(p)
+    _add_compute_dtype(p)
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                   help="bad records stop the run (default) or go to the rejects file")
+    p.add_argument("--rejects", help="rejects file for --on-error skip (default INPUT.rejects.jsonl)")
+    p.add_argument("--dry-run", action="store_true", help="count and estimate sizes; run no model")
+    p.add_argument("--overwrite", action="store_true", help="replace a store written with other arguments")
+    _add_model(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_precompute, resume_hint=": run the same command again to resume from the last "
+                                                     "commit")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from cache_builder import open_cache
+
+    with open_cache(args.store) as cache:
+        print(json.dumps(cache.info(), indent=2))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print a store's manifest")
+    p.add_argument("store")
+    p.set_defaults(run=_run_info)
+
+
+def _run_lookup(args: argparse.Namespace) -> int:
+    from cache_builder import open_cache
+
+    with open_cache(args.store) as cache:
+        found = cache.lookup(args.id, args.field)
+        arrays = found if isinstance(found, dict) else {args.field or cache.fields[0]: found}
+        for field, array in arrays.items():
+            view = cache.tokens(args.id, field)
+            print(f"{args.id}\t{field}\tshape {tuple(array.shape)}\t{array.dtype}\t{' '.join(view.tokens)}")
+    return 0
+
+
+def _add_lookup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lookup", help="print a document's shapes and tokens")
+    p.add_argument("store")
+    p.add_argument("id")
+    p.add_argument("--field", help="one text field (default: all)")
+    p.set_defaults(run=_run_lookup)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from cache_builder.verify import verify
+
+    bilm = _load_model(args)[0] if args.model or args.options or args.weights else None
+    report = verify(args.store, bilm, sample=args.sample)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check every chunk, the counts, and a recomputed sample",
+                       description="Reads every chunk (checksums), checks counts against the manifest, "
+                                   "and recomputes a sample of segments with the model (the files "
+                                   "recorded in the manifest, or --model, or --options/--weights).")
+    p.add_argument("store")
+    p.add_argument("--sample", type=int, default=16, help="segments to recompute (0: none)")
+    _add_model(p, default="the model the manifest records")
+    p.set_defaults(run=_run_verify)
+
+
+def _run_export_allennlp(args: argparse.Namespace) -> int:
+    from cache_builder.export import export_allennlp
+
+    n = export_allennlp(args.store, args.out, args.mode)
+    print(f"{args.out}: {n} sentences ({args.mode})")
+    return 0
+
+
+def _add_export_allennlp(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-allennlp", help="write AllenNLP elmo-command HDF5 from a store")
+    p.add_argument("store")
+    p.add_argument("out", help="output .hdf5")
+    mode = p.add_mutually_exclusive_group()
+    for name in ("all", "top", "average"):
+        mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name,
+                          help=f"{name} layers" if name == "all" else f"the {name} layer(s)")
+    p.set_defaults(run=_run_export_allennlp, mode="all")
+
+
+def _run_convert_efml(args: argparse.Namespace) -> int:
+    from elmo.efml.loader import convert_efml
+
+    out = convert_efml(args.model_dir, args.out)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0
+
+
+def _add_convert_efml(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-efml", help="convert an ELMoForManyLangs model directory to ours",
+                       description="Reads an ELMoForManyLangs (HIT-SCIR) model directory such as zhs.model "
+                                   "(tensors only, never running code from its pickles) and writes OUT: "
+                                   "options.json, weights.hdf5, char.dic, word.dic. Loading OUT reads no "
+                                   "pickle and gives the same vectors bit for bit.")
+    p.add_argument("model_dir", metavar="DIR", help="the ELMoForManyLangs model directory")
+    p.add_argument("out", metavar="OUT", help="the model directory to write (must not exist, or be empty)")
+    p.set_defaults(run=_run_convert_efml)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elmo-cache", description=__doc__.splitlines()[0])
+    parser.set_defaults(resume_hint="")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_embed, _add_precompute, _add_info, _add_lookup, _add_verify, _add_export_allennlp,
+                _add_convert_efml, _add_vocab, _add_train, _add_perplexity, _add_export):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("elmo_cache").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    try:
+        return args.run(args)
+    except (ValueError, KeyError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT, as shells report it
+        # Storage writes cut short leave asyncio tasks that would each log "Task was destroyed
+        # but it is pending!" at exit: expected after an interrupt, and resume redoes them.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        print(f"interrupted{args.resume_hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
