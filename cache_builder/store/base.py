@@ -49,17 +49,21 @@ class StoreReader(Protocol):
         """Rows (first-axis length) of array ``name``."""
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows ``[start, stop)`` of ``name``, reading only the chunks that hold them. The result
-        may be a read-only view of a cached chunk: copy it before writing into it.
+        """Rows ``[start, stop)`` of ``name`` (as slicing gives them: ``stop`` past the end is the
+        end), reading only the chunks that hold them.
 
         Raises:
-            CorruptStoreError: a chunk or object is missing, partial or fails its checksum, or
-                the rows pass the array's end.
+            CorruptStoreError: a chunk or object is missing, partial or fails its checksum.
         """
 
     def read_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """``read`` of each ``(start, stop)`` range, fetching every chunk they touch once (one
-        round trip to a remote store): a batch of lookups grouped by chunk."""
+        """Rows ``[start, stop)`` of each range, fetching every chunk they touch once (one round
+        trip to a remote store): a batch of lookups grouped by chunk. The results may be
+        read-only views of cached chunks.
+
+        Raises:
+            CorruptStoreError: as ``read``, or a range that passes the array's end (the index
+                and the data disagree)."""
 
     def array(self, name: str) -> Any:
         """The backend's own lazy array (``shape``, ``dtype``, slicing). Its reads are the

@@ -111,6 +111,14 @@ class ChunkedArray:
                                            for c in range(first, last + 1)]))
         return out
 
+    def rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` as a slice of a numpy array would give them (``stop`` past the
+        end is the end), in an array of the caller's own."""
+        length = self.shape[0]
+        stop = length if stop is None else min(stop, length)
+        out = self.read([(min(start, stop), stop)])[0]
+        return out if out.flags.writeable else out.copy()
+
     def _chunks(self, numbers: list[int]) -> dict[int, np.ndarray]:
         found, missing = {}, []
         for c in numbers:

@@ -98,9 +98,7 @@ class ZarrStore:
         return (array.shards or array.chunks)[0]
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        length = self.length(name)
-        stop = length if stop is None else min(stop, length)
-        return self.read_ranges(name, [(min(start, stop), stop)])[0]
+        return self._reader(name).rows(start, stop)
 
     def read_ranges(self, name: str, ranges) -> list[np.ndarray]:
         return self._reader(name).read(ranges)
