@@ -7,9 +7,11 @@ Reports, measured in one run:
   batches (target: at least 85%);
 - store bytes per stored token for ``--layers 0,1 float16`` and for a mix, vs AllenNLP's
   float32 ``--all`` layout (3 x dim x 4 bytes; targets at most 1/5 and 1/6);
-- codec throughput on real vectors (the store's blosc-lz4 with threads vs zstd);
-- peak RSS of a run on 1x and 10x the input (target: within 1.3x);
-- lookup latency p50/p99 for random ids.
+- codec throughput and ratio on real vectors (why the store keeps vectors uncompressed: see
+  ``cache_builder/store/zarr_store.py``);
+- peak RSS of a run on 1x and 10x the input (target: within 1.3x).
+
+Lookup latency and reading throughput: ``benchmarks/read.py``.
 
 Usage: ``python benchmarks/precompute.py [--contexts 200] [--questions 5] [--scale 10]``
 """
@@ -118,7 +120,7 @@ def codec_throughput(cache_path: Path) -> dict[str, float]:
     data = np.ascontiguousarray(cache.store.read("vectors", 0, min(cache.store.length("vectors"), 1 << 14)))
     raw = data.tobytes()
     out = {}
-    for name, codec in [("blosc-zstd-1-shuffle (threads; the store's)", numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE)),
+    for name, codec in [("blosc-zstd-1-shuffle (threads; the index arrays' codec)", numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE)),
                         ("blosc-lz4-shuffle-5 (threads)", numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE)),
                         ("zstd-1 (one thread)", numcodecs.Zstd(1))]:
         start, n = time.perf_counter(), 0
@@ -134,19 +136,6 @@ def codec_throughput(cache_path: Path) -> dict[str, float]:
         out[name] = {"compress_MBps": round(enc), "decompress_MBps": round(dec),
                      "ratio": round(len(raw) / len(encoded), 3)}
     return out
-
-
-def lookup_latency(cache_path: Path, n: int = 500) -> dict[str, float]:
-    cache = open_cache(str(cache_path))
-    ids = list(cache)
-    rng = random.Random(1)
-    times = []
-    for doc_id in (rng.choice(ids) for _ in range(n)):
-        start = time.perf_counter()
-        cache.lookup(doc_id)
-        times.append(time.perf_counter() - start)
-    return {"p50_ms": round(1e3 * float(np.percentile(times, 50)), 3),
-            "p99_ms": round(1e3 * float(np.percentile(times, 99)), 3)}
 
 
 def peak_rss_mb(squad: Path, store: Path, model: tuple[str, str]) -> float:
@@ -205,7 +194,6 @@ def main() -> None:
             results[f"{name}_vs_allennlp"] = f"1/{allennlp / per_stored:.2f}"
             results[f"{name}_bytes_per_document_token (dedup counted)"] = round(per_doc, 1)
         results["codecs"] = codec_throughput(folder / "l01.zarr")
-        results["lookup_latency"] = lookup_latency(folder / "l01.zarr")
         rss1 = peak_rss_mb(squad, folder / "rss1.zarr", model)
         rss10 = peak_rss_mb(squad10, folder / "rss10.zarr", model)
         results["peak_rss_mb_1x"], results[f"peak_rss_mb_{args.scale}x"] = round(rss1), round(rss10)

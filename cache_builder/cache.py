@@ -226,11 +226,8 @@ class EmbeddingCache:
         ``(n_tokens, dim)`` for a mixed store; segment s is rows ``segment_offsets[s]:[s+1]``."""
         import dask.array as da
 
-        return da.from_array(_TokenRows(self), chunks=(self.store.chunk_rows("vectors"), -1, -1)[:self._ndim()],
-                             asarray=False)
-
-    def _ndim(self) -> int:
-        return 2 if self.spec.mix is not None else 3
+        rows = _TokenRows(self)
+        return da.from_array(rows, chunks=(self.store.chunk_rows("vectors"),) + (-1,) * (rows.ndim - 1), asarray=False)
 
     def close(self) -> None:
         self.store.close()
@@ -279,8 +276,8 @@ class _TokenRows:
 
     def __init__(self, cache: EmbeddingCache):
         self.cache = cache
-        n_tokens = int(cache._segment_offsets[-1])
-        self.shape = (n_tokens, cache._dim) if cache.spec.mix is not None else (n_tokens, len(cache.spec.layers), cache._dim)
+        shape = cache._shape(int(cache._segment_offsets[-1]))  # lookup's axis order: tokens second
+        self.shape = shape if len(shape) == 2 else (shape[1], shape[0], shape[2])
         self.dtype, self.ndim = np.dtype(cache.encoding.carrier), len(self.shape)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:

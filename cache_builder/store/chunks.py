@@ -120,6 +120,8 @@ class ChunkedArray:
         return out if out.flags.writeable else out.copy()
 
     def _chunks(self, numbers: list[int]) -> dict[int, np.ndarray]:
+        if self._chunk_bytes == 0:  # rows of no values (a store of layer 0 alone): nothing is stored
+            return {c: np.empty(self._chunk_shape, self.dtype) for c in numbers}
         found, missing = {}, []
         for c in numbers:
             chunk = self.cache.get((self.name, c))
