@@ -22,7 +22,7 @@ Reports:
 - int8's error against float32 (max and mean absolute, and max as a share of each token
   layer's largest value; the stated bound is 1/254).
 
-Usage: ``python benchmarks/read.py [--contexts 1000] [--lookups 2000] [--epochs 3]``
+Usage: ``python benchmarks/read.py [--contexts 1000] [--lookups 5000] [--epochs 3]``
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def int8_error(reference: Path, quantized: Path) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contexts", type=int, default=1000, help="SQuAD-like records (one question each)")
-    parser.add_argument("--lookups", type=int, default=2000, help="random lookups per reader")
+    parser.add_argument("--lookups", type=int, default=5000, help="random lookups per reader")
     parser.add_argument("--epochs", type=int, default=3, help="DataLoader epochs per setting (best kept)")
     args = parser.parse_args()
     # One torch thread: per-op threads only cost time on a shared 2-core machine, in the model

@@ -90,8 +90,8 @@ def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> d
         "entry_field": ((), "int16"),
         "entry_segment": ((), "int64"),
     }
-    for name, (tail, dt) in index.items():
-        arrays[name] = ArraySpec(tail, dt, _rows(tail, dt, INDEX_CHUNK_BYTES, 256), True)
+    for name, (tail, dt) in index.items():  # token_row is read by every lookup of layer 0: no codec
+        arrays[name] = ArraySpec(tail, dt, _rows(tail, dt, INDEX_CHUNK_BYTES, 256), name != "token_row")
     if spec.keeps_token_layer:
         tail = (projection_dim,)
         arrays["token_layer"] = ArraySpec(tail, encoding.table_dtype,

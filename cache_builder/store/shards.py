@@ -154,9 +154,13 @@ class ZarrChunks:
         self._zeros = (0,) * (len(self.shape) - 1)
         self._key_encoding = metadata.chunk_key_encoding
         self._indexes: dict[int, np.ndarray] = {}  # shard → (shard_chunks, 2) uint64 (offset, nbytes)
+        self._keys: dict[int, str] = {}
 
     def _key(self, shard: int) -> str:
-        return f"{self.path}/{self._key_encoding.encode_chunk_key((shard, *self._zeros))}"
+        key = self._keys.get(shard)
+        if key is None:
+            key = self._keys[shard] = f"{self.path}/{self._key_encoding.encode_chunk_key((shard, *self._zeros))}"
+        return key
 
     def fetch(self, numbers: Sequence[int]) -> list[bytes]:
         if self.shard_chunks is None:

@@ -5,8 +5,9 @@ Why no codec for vectors (measured with ``benchmarks/read.py`` and ``benchmarks/
 on the small ELMo shape, 2 cores): float16 activations compress only ≈1.09x with blosc-zstd-1 +
 shuffle (blosc-lz4 saves under 1%, stronger codecs cost speed for little more), int8 values
 about as little, while decompressing costs every lookup time: a lookup of a SQuAD context
-touches 3-4 chunks. The int32/int64 index arrays (spans, type rows, offsets) compress 3-4x, and
-are read whole at open or in long runs, so they keep the codec. Reads go through
+touches 3-4 chunks. The int32/int64 index arrays (spans, offsets, ids) compress 3-4x and are
+read whole at open or in long runs, so they keep the codec; ``token_row``, which every lookup of
+layer 0 reads, does not (the layout decides: ``ArraySpec.compress``). Reads go through
 :mod:`.chunks` and :mod:`.shards` (one read of each shard index, a decoded-chunk cache,
 batched fetches); writes through zarr.
 
