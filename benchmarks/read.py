@@ -185,6 +185,7 @@ def main() -> None:
         counts = manifest["counts"]
         results["documents"], results["stored_tokens"] = counts["documents"], counts["tokens"]
         ids = write_allennlp(folder / "f32.zarr", folder / "allennlp.hdf5")
+        os.sync()  # no reader should meet the kernel writing back what was just written
 
         allennlp = h5py.File(folder / "allennlp.hdf5", "r")
         caches = {name: open_cache(str(folder / name)) for name in ("f16.zarr", "f16.h5", "i8.zarr", "i8.h5")}
