@@ -94,6 +94,17 @@ def test_lookup_returns_what_was_computed_for_every_dtype(stores, model_files, d
         assert many[0].flags.writeable  # never a view of a cached chunk
 
 
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_a_store_of_layer_0_alone_reads_its_table(tmp_path: Path, model_files, dtype: str):
+    store = build(tmp_path, "l0.zarr", model_files, dtype, layers=(0,))  # vectors of no values
+    with open_cache(str(store)) as cache:
+        got = cache.lookup("3")
+        expected = load(model_files).embed([LINES[3].split()]).layers[:1, 0].numpy()
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=2**-10, atol=1e-5)  # layer 0 is float16 in both
+    assert verify(str(store), sample=2).ok
+
+
 def test_verify_tolerance_follows_the_dtype(stores):
     report = verify(str(stores["int8.zarr"]), sample=4)
     # int8's quantization error is accepted within its bound, where float32's limit would refuse it
