@@ -40,7 +40,7 @@ from cache_builder.layers import LayerSpec  # noqa: E402
 from cache_builder.plan import PlanWriter, read_part  # noqa: E402
 from cache_builder.sources import embedded_fields, open_source  # noqa: E402
 from cache_builder.store import ZarrStore  # noqa: E402
-from cache_builder.store.layout import array_specs, chunk_rows  # noqa: E402
+from cache_builder.store.layout import array_specs  # noqa: E402
 from cache_builder.tokenize import get_tokenizer  # noqa: E402
 from elmo import BiLM  # noqa: E402
 
@@ -145,7 +145,7 @@ def merge_rate(folder: Path, contexts: int) -> dict:
     tokenizer = get_tokenizer("whitespace")
     parts = [read_part(p, src, fields, "id", "raise", tokenizer) for p in src.parts(1 << 23)]
     store = ZarrStore(str(folder / "merge.zarr"), "w")
-    writer = PlanWriter(store, array_specs(LayerSpec((0, 1)), 256, 128, "float16"), chunk_rows, src, fields,
+    writer = PlanWriter(store, array_specs(LayerSpec((0, 1)), 256, 128, "float16"), src, fields,
                         RecordLog("line", "id", "raise", None, ReadStats()))
     start = time.perf_counter()
     for part in parts:
