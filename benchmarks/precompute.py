@@ -42,7 +42,6 @@ from cache_builder.plan import make_tasks  # noqa: E402
 from cache_builder.store.layout import decode_strings  # noqa: E402
 from cache_builder.tasks import task_pieces  # noqa: E402
 from elmo import BiLM, BiLMOptions, load_bilm  # noqa: E402
-from elmo.tokenize import get_tokenizer  # noqa: E402
 from elmo.weights import save_weights  # noqa: E402
 
 from peak_rss import reported_peak  # noqa: E402

@@ -26,7 +26,7 @@ import torch
 from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from cache_builder.tasks import install_model
+from cache_builder.tasks import install_model, uninstall_model
 from elmo import BiLM
 from elmo.runtime import resolve_device
 
@@ -49,8 +49,17 @@ class Executor(Protocol):
 class InProcess:
     """Runs every task in the calling process, one after the other."""
 
+    def __init__(self) -> None:
+        self._installed: list[str] = []
+
     def install(self, key: str, bilm: BiLM, device: str | None, dtype: torch.dtype) -> None:
         install_model(key, bilm, resolve_device(device), dtype)
+        self._installed.append(key)
+
+    def close(self) -> None:
+        """Let go of the models this run installed (the caller still holds its own)."""
+        for key in self._installed:
+            uninstall_model(key)
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], *args: Any, local: bool = False,
             on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any]]:
@@ -123,7 +132,11 @@ def executor(*, client: Any = None, workers: int | str | None = None, scheduler:
     if sum(x is not None for x in (client, workers, scheduler)) > 1:
         raise ValueError("give one of client, workers (--workers), scheduler (--scheduler)")
     if client is None and workers is None and scheduler is None:
-        yield InProcess()
+        here = InProcess()
+        try:
+            yield here
+        finally:
+            here.close()
         return
     if client is not None:
         yield _announce(DaskExecutor(client), progress)

@@ -20,23 +20,21 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from cache_builder.commit import (check_location, check_not_input, claim, commit, convert_to_hdf5,
                                   inspect)
-from cache_builder.distributed import Executor, executor
-from cache_builder.inputs import InputError, ReadStats, RecordLog, check_read_options, default_rejects_path
+from cache_builder.distributed import Executor, InProcess, executor
+from cache_builder.inputs import InputError, check_read_options, default_rejects_path
 from cache_builder.layers import LayerSpec
-from cache_builder.plan import Plan, PlanCounts, PlanWriter, make_tasks, read_part
+from cache_builder.plan import Plan, PlanCounts, make_tasks, plan_source
 from cache_builder.progress import DocumentsDone, EmbedBar
 from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
                                     run_identity)
-from cache_builder.sources import Source, embedded_fields, fingerprint, open_source
+from cache_builder.sources import Source, fingerprint, open_source
 from cache_builder.store import ZarrStore, store_format
 from cache_builder.store.lock import RunLock
 from cache_builder.store.encoding import get_encoding
@@ -44,7 +42,6 @@ from cache_builder.store.layout import TASK_ARRAYS, array_specs, bytes_per_token
 from cache_builder.tasks import TASK_DONE, TaskContext, forget, iter_done, run_task
 from elmo import BiLM, load_default_bilm
 from elmo.runtime import resolve_device, resolve_dtype
-from elmo.tokenize import Tokenizer
 
 log = logging.getLogger("elmo_cache")
 
@@ -102,12 +99,11 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     src = open_source(source, settings.input_format, storage_options)
     check_not_input(store, src.location)
     spec = settings.layer_spec(bilm)
-    tokenizer = settings.tokenizer
-    head = manifest_head(bilm, spec, settings, tokenizer, fmt, src.name, relative_model_record(model_files, store))
+    head = manifest_head(bilm, spec, settings, fmt, src.name, relative_model_record(model_files, store))
     if settings.on_error == "skip" and rejects_path is None:
         rejects_path = str(default_rejects_path(src.location if "://" not in src.location and
                                                 not src.location.startswith("<") else store))
-    run = _Run(src, bilm, spec, settings, tokenizer, head, device, rejects_path, progress, storage_options,
+    run = _Run(src, bilm, spec, settings, head, device, rejects_path, progress, storage_options,
                lambda: executor(client=client, workers=workers, scheduler=scheduler, device=device,
                                 progress=progress))
     with RunLock(store, storage_options):
@@ -124,7 +120,6 @@ class _Run:
     bilm: BiLM
     spec: LayerSpec
     settings: PrecomputeSettings
-    tokenizer: Tokenizer
     head: dict[str, Any]
     device: str | None
     rejects_path: str | None
@@ -190,32 +185,21 @@ class _Run:
         return fingerprint([self.source.digest(part) for part in self.source.parts(self.settings.part_bytes)])
 
     def _plan(self, store: ZarrStore, ex: Executor) -> Plan:
-        """Read and tokenize the parts (in parallel), merge them in order into ``store``."""
-        settings, source = self.settings, self.source
-        fields = embedded_fields(source, settings.fields)
+        """Plan the input into ``store``, then create the arrays the tasks fill."""
+        settings = self.settings
         dim, proj = self.head["model"]["dim"], self.head["model"]["projection_dim"]
         arrays = array_specs(self.spec, dim, proj, settings.dtype)
-        log_ = RecordLog(source.reader.unit, settings.id_field or "id", settings.on_error, self.rejects_path,
-                         ReadStats())
-        parts = source.parts(settings.part_bytes)
-        try:
-            writer = PlanWriter(store, arrays, source, fields, log_)
-            _merge_in_order(writer, ex.map(read_part, parts, source, fields, settings.id_field or "id",
-                                           settings.on_error, self.tokenizer, local=not source.shippable),
-                            len(parts), self.progress)
-            writer.finish()
-        finally:
-            log_.close()
+        writer = plan_source(self.source, settings, store, arrays, ex, self.rejects_path, self.progress)
         counts = writer.counts
         if counts.documents == 0:
             rejected = f" ({counts.rejected} rejected, see {self.rejects_path})" if counts.rejected else ""
-            raise InputError(source.location, None, f"no records to embed{rejected}")
+            raise InputError(self.source.location, None, f"no records to embed{rejected}")
         for name in sorted(TASK_ARRAYS & arrays.keys()):
             a = arrays[name]
             rows = counts.distinct_tokens if name == "token_layer" else counts.tokens
             chunk, shard = task_chunking(a, settings.task_rows(counts.tokens))
             store.create(name, a.tail, a.dtype, chunk, rows=rows, shard_rows=shard, compress=a.compress)
-        return Plan(fields, fingerprint(writer.digests), counts)
+        return Plan(writer.fields, fingerprint(writer.digests), counts)
 
     def _embed(self, store: ZarrStore, plan: Plan, ex: Executor, identity: dict[str, Any]) -> int:
         """Run every task not yet done; returns the token rows they wrote."""
@@ -258,20 +242,6 @@ class _Run:
         if missing:  # every task returned: a missing marker means a lost write
             raise RuntimeError(f"{store.path}: {missing} tasks finished without their done marker")
         return sum(t.stop - t.start for t in todo if t.kind == "tokens")
-
-
-def _merge_in_order(writer: PlanWriter, results: Iterator[tuple[int, Any]], n_parts: int, progress: bool) -> None:
-    """Give the parts to ``writer`` in input order as they arrive in any order."""
-    waiting: dict[int, Any] = {}
-    following = 0
-    with tqdm(total=n_parts, unit="part", desc="plan", disable=not progress or n_parts < 2,
-              dynamic_ncols=True) as bar:
-        for i, result in results:
-            waiting[i] = result
-            while following in waiting:
-                writer.add(waiting.pop(following))
-                following += 1
-                bar.update(1)
 
 
 def _planned(summary: dict[str, Any]) -> Plan:
@@ -318,15 +288,7 @@ def dry_run(source: Any, bilm: BiLM | None = None, settings: PrecomputeSettings 
     bilm = bilm if bilm is not None else load_default_bilm()
     settings = settings or PrecomputeSettings()
     src = open_source(source, settings.input_format, storage_options)
-    fields = embedded_fields(src, settings.fields)
-    tokenizer = settings.tokenizer
-    stats = ReadStats()
-    log_ = RecordLog(src.reader.unit, settings.id_field or "id", settings.on_error,
-                     os.devnull if settings.on_error == "skip" else None, stats)
-    writer = PlanWriter(None, {}, src, fields, log_)
-    for part in src.parts(settings.part_bytes):
-        writer.add(read_part(part, src, fields, settings.id_field or "id", settings.on_error, tokenizer))
-    log_.close()
+    writer = plan_source(src, settings, None, {}, InProcess(), os.devnull, progress=False)
     counts = writer.counts
     n_layers = bilm.options.lstm.n_layers + 1
     proj = bilm.options.lstm.projection_dim

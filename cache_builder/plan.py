@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from cache_builder.batching import content_hash
-from cache_builder.inputs import InputError, RecordLog, text_id, validate
-from cache_builder.sources import Part, Source
+from cache_builder.inputs import InputError, ReadStats, RecordLog, text_id, validate
+from cache_builder.sources import Part, Source, embedded_fields
 from cache_builder.store import Appender, StoreWriter
-from cache_builder.store.layout import ArraySpec, encode_strings
+from cache_builder.store.layout import OFFSET_ARRAYS, ArraySpec, encode_strings
 from cache_builder.tokenize import tokenize_field
 from elmo.tokenize import Tokenized, Tokenizer
 
@@ -151,6 +152,7 @@ class PlanWriter:
 
     Args:
         store: where the arrays go (created here); None counts only (a dry run).
+        arrays: the store's arrays (``layout.array_specs``).
         source: the input, for messages and the rejects file.
         fields: the embedded fields, in entry order.
         log: duplicate ids across parts, and the bad records: raised or written to rejects.
@@ -160,6 +162,7 @@ class PlanWriter:
                  fields: tuple[str, ...], log: RecordLog):
         self.source, self.fields, self.log = source, fields, log
         self.counts = PlanCounts()
+        self.parts = 0  # merged so far
         self.digests: list[bytes] = []
         self._out: dict[str, Appender] = {}
         if store is not None:
@@ -167,7 +170,7 @@ class PlanWriter:
                 a = arrays[name]
                 store.create(name, a.tail, a.dtype, a.chunk_rows, compress=a.compress)
                 self._out[name] = Appender(store, name, 0)
-            for name in ("type_offsets", "segment_offsets", "doc_offsets", "doc_id_offsets"):
+            for name in OFFSET_ARRAYS:
                 self._out[name].append(np.zeros(1, dtype=np.int64))
         self._doc_lines: dict[str, int] = {}
         self._segments: dict[bytes, int] = {}
@@ -198,6 +201,7 @@ class PlanWriter:
         self._add_documents(part, [doc_ids[d] for d in np.flatnonzero(kept)], np.flatnonzero(kept))
         self.counts.lines = line0 + part.n_lines
         self.digests.append(part.digest)
+        self.parts += 1
 
     def _add_documents(self, part: PartResult, doc_ids: list[str], docs: np.ndarray) -> None:
         n_fields = len(self.fields)
@@ -267,6 +271,39 @@ class PlanWriter:
         """Write every buffered row: the plan's arrays are complete and durable."""
         for appender in self._out.values():
             appender.flush()
+
+
+def plan_source(source: Source, settings: Any, store: StoreWriter | None,
+                arrays: dict[str, ArraySpec], executor: Any, rejects_path: str | None,
+                progress: bool) -> PlanWriter:
+    """Read, validate, tokenize and dedup ``source`` part by part (the parts in parallel on
+    ``executor``), merging them in input order into ``store`` (None: counting only).
+
+    Args:
+        settings: the run's :class:`cache_builder.settings.PrecomputeSettings`.
+        arrays: the store's arrays (``layout.array_specs``).
+        rejects_path: where bad records go with ``settings.on_error == "skip"``.
+    """
+    fields = embedded_fields(source, settings.fields)
+    id_field = settings.id_field or "id"
+    log = RecordLog(source.reader.unit, id_field, settings.on_error, rejects_path, ReadStats())
+    parts = source.parts(settings.part_bytes)
+    try:
+        writer = PlanWriter(store, arrays, source, fields, log)
+        results = executor.map(read_part, parts, source, fields, id_field, settings.on_error,
+                               settings.tokenizer, local=not source.shippable)
+        waiting: dict[int, PartResult] = {}  # parts finish in any order; they merge in input order
+        with tqdm(total=len(parts), unit="part", desc="plan", disable=not progress or len(parts) < 2,
+                  dynamic_ncols=True) as bar:
+            for i, result in results:
+                waiting[i] = result
+                while writer.parts in waiting:
+                    writer.add(waiting.pop(writer.parts))
+                    bar.update(1)
+        writer.finish()
+    finally:
+        log.close()
+    return writer
 
 
 @dataclass(frozen=True)

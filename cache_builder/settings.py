@@ -68,8 +68,9 @@ class PrecomputeSettings:
             raise ValueError(f"--dtype {self.dtype}: a store holds one of {STORE_DTYPES}")
         if self.compute_dtype not in DTYPES:
             raise ValueError(f"--compute-dtype {self.compute_dtype}: choose one of {sorted(DTYPES)}")
-        for flag, value in (("--max-tokens", self.max_tokens), ("--batch-tokens", self.batch_tokens),
-                            ("--task-tokens", 1 if self.task_tokens is None else self.task_tokens), ("part_bytes", self.part_bytes)):
+        sizes = {"--max-tokens": self.max_tokens, "--batch-tokens": self.batch_tokens,
+                 "--task-tokens": 1 if self.task_tokens is None else self.task_tokens, "part_bytes": self.part_bytes}
+        for flag, value in sizes.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{flag} must be a positive whole number, got {value!r}")
 
@@ -100,8 +101,8 @@ def settings_identity(identity: dict[str, Any]) -> dict[str, Any]:
     return {**identity, "input": {k: v for k, v in identity["input"].items() if k != "fingerprint"}}
 
 
-def manifest_head(bilm: BiLM, spec: LayerSpec, settings: PrecomputeSettings, tokenizer: Any, fmt: str,
-                  input_name: str, model_files: dict[str, Any] | None) -> dict[str, Any]:
+def manifest_head(bilm: BiLM, spec: LayerSpec, settings: PrecomputeSettings, fmt: str, input_name: str,
+                  model_files: dict[str, Any] | None) -> dict[str, Any]:
     """The manifest without what reading the input tells (fingerprint, fields, counts).
 
     Args:
@@ -118,7 +119,7 @@ def manifest_head(bilm: BiLM, spec: LayerSpec, settings: PrecomputeSettings, tok
         "layers": spec.to_manifest(),
         "dtype": settings.dtype,
         "compute_dtype": settings.compute_dtype,
-        "tokenizer": {"name": tokenizer.name, "settings": tokenizer.settings()},
+        "tokenizer": {"name": settings.tokenizer.name, "settings": settings.tokenizer.settings()},
         "input": {"name": input_name, "fingerprint": None, "format": settings.input_format,
                   "id_field": settings.id_field, "fields": list(settings.fields) if settings.fields else None},
         "batching": {"max_tokens": settings.max_tokens, "batch_tokens": settings.batch_tokens,

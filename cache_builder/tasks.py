@@ -72,6 +72,11 @@ def install_model(key: str, bilm: BiLM, device: torch.device, dtype: torch.dtype
         return _MODELS[key]
 
 
+def uninstall_model(key: str) -> None:
+    with _LOCK:
+        _MODELS.pop(key, None)
+
+
 def _store(ctx: TaskContext) -> ZarrStore:
     with _LOCK:
         if ctx.plan not in _STORES:

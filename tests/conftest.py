@@ -25,3 +25,11 @@ def fixture_sentences(elmo_fixture: Path) -> list[list[list[str]]]:
     """``sentences[k][i]``: sentence i of list k, whitespace-tokenized."""
     with open(elmo_fixture / "sentences.json", encoding="utf-8") as f:
         return [[s.split() for s in group] for group in json.load(f)]
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny random biLM saved as ``options.json`` + ``weights.hdf5``."""
+    from tests.cache_models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("model"))

@@ -46,13 +46,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory):
-    from tests.cache_models import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
-
-
 def test_a_store_in_s3_from_two_workers_reads_back_and_records_no_credential(tmp_path: Path, s3, model_files):
     text = corpus(tmp_path / "in.txt", 400)
     s3.put(str(text), "bucket/in.txt")

@@ -20,16 +20,11 @@ from cache_builder.inputs import InputError, default_rejects_path
 from cache_builder.layers import LayerSpec, parse_layer_spec
 from cache_builder.store import StoreError
 from elmo import load_bilm
-from tests.cache_models import load, save_tiny_model
+from tests.cache_models import load
 from tests.test_inputs import BAD_JSONL, GOOD_AFTER, GOOD_BEFORE, make_squad, write_lines
 
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 LONG_LINES = [" ".join(f"t{(i * 7 + j) % 50}" for j in range(5 + i % 40)) + " ." for i in range(60)]
@@ -276,7 +271,6 @@ def test_gpu_run_matches_the_cpu_store(tmp_path: Path, model_files):
     cpu, gpu = open_cache(str(tmp_path / "cpu.zarr")), open_cache(str(tmp_path / "gpu.zarr"))
     for doc_id in cpu:
         np.testing.assert_allclose(gpu.lookup(doc_id), cpu.lookup(doc_id), atol=1e-4)
-
 
 
 def test_bad_lines_of_a_text_file_skipped_keep_the_other_ids(tmp_path: Path, model_files):

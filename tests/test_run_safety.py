@@ -30,11 +30,6 @@ from tests.test_scale_out import corpus, store_arrays
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
-
-
 def run(text: Path, store: Path, files, **kwargs) -> dict:
     settings = PrecomputeSettings(tokenizer="whitespace", **kwargs.pop("settings", {}))
     return precompute(str(text), str(store), load(files), settings, model_files=tuple(map(str, files)),

@@ -15,24 +15,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from distributed import Client, LocalCluster
 
 from cache_builder import open_cache
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.verify import verify
-from tests.cache_models import load, save_tiny_model
+from tests.cache_models import load
 from tests.test_inputs import write_lines
 
 REPO = Path(__file__).resolve().parent.parent
 # Small parts and tasks, so that a small input is read by many planning tasks and written by many
 # embedding tasks.
 SETTINGS = dict(tokenizer="whitespace", task_tokens=512, part_bytes=2048)
-
-
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 def corpus(path: Path, n: int, seed: int = 0) -> Path:

@@ -17,16 +17,11 @@ from cache_builder import open_cache
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.inputs import InputError
 from cache_builder.sources import FileSource, IterableSource, fingerprint, open_source
-from tests.cache_models import load, save_tiny_model
+from tests.cache_models import load
 from tests.test_scale_out import store_arrays
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDS = [{"id": f"d{i}", "text": f"record {i} says {'hello ' * (i % 7)}."} for i in range(60)]
-
-
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.mark.parametrize("part_bytes", [1, 7, 64, 100, 1 << 20])

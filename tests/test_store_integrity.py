@@ -26,11 +26,6 @@ from tests.test_inputs import write_lines
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
-
-
 def corpus(path: Path, n: int, seed: int = 0) -> Path:
     rng = random.Random(seed)
     words = [f"w{i}" for i in range(300)]
