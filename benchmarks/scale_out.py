@@ -41,7 +41,7 @@ from cache_builder.plan import PlanWriter, read_part  # noqa: E402
 from cache_builder.sources import embedded_fields, open_source  # noqa: E402
 from cache_builder.store import ZarrStore  # noqa: E402
 from cache_builder.store.layout import array_specs  # noqa: E402
-from cache_builder.tokenize import get_tokenizer  # noqa: E402
+from elmo.tokenize import get_tokenizer  # noqa: E402
 from elmo import BiLM  # noqa: E402
 
 
