@@ -32,7 +32,7 @@ import zarr
 
 from cache_builder.settings import run_identity, settings_identity
 from cache_builder.store import StoreError, StoreReader, StoreWriter
-from cache_builder.store.layout import manifest_kind
+from cache_builder.store.layout import FORMAT_NAME, manifest_kind
 from cache_builder.store.lock import fs_of
 
 
@@ -69,9 +69,9 @@ def inspect(path: str, fmt: str, storage_options: dict[str, Any] | None = None) 
         except Exception as e:  # a zarr.json that is not a Zarr v3 group
             return Existing("foreign", why=f"not a Zarr v3 group ({e})")
     manifest, progress = attrs.get("manifest"), attrs.get("progress")
-    if manifest is not None and manifest_kind(manifest) is None:
+    if isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME:  # of any format version
         return Existing("store", manifest=manifest, progress=progress)
-    if isinstance(progress, dict) and "identity" in progress and "stage" in progress:
+    if isinstance(progress, dict) and "identity" in progress:
         return Existing("store", progress=progress)
     return Existing("foreign", why="no elmo-cache manifest")
 
@@ -118,11 +118,18 @@ def claim(path: str, existing: Existing, identity: dict[str, Any], fingerprint: 
         return {**identity, "input": {**identity["input"], "fingerprint": fingerprint()}}
 
     if existing.manifest is not None:
+        older = manifest_kind(existing.manifest)
+        if older is not None:
+            raise StoreError(f"{path}: an elmo-cache store of {older} is here; pass --overwrite to "
+                             "replace it")
         if run_identity(existing.manifest) != full():
             raise StoreError(f"{path}: a complete store written with other arguments (or another "
                              "input) is here; pass --overwrite to replace it")
         return Claim("complete", manifest=existing.manifest)
     progress = existing.progress
+    if progress.get("stage") not in ("plan", "embed"):
+        raise StoreError(f"{path}: an unfinished store of another version of this tool is here; "
+                         "pass --overwrite to replace it")
     if progress["stage"] == "plan":  # stopped while planning: nothing computed yet
         if settings_identity(progress["identity"]) != settings_identity(identity):
             raise StoreError(f"{path}: an unfinished store from other arguments is here; re-run with "

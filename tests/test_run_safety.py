@@ -239,3 +239,14 @@ def test_the_progress_bar_moves_with_every_batch_of_a_squad_file(tmp_path: Path,
     manifest = run(squad, tmp_path / "s.zarr", model_files, progress=True, settings={"batch_tokens": 24})
     assert sum(updates) == manifest["counts"]["tokens"]
     assert len(updates) >= 10 and max(updates) < manifest["counts"]["tokens"] / 5
+
+
+def test_a_store_of_an_older_format_is_ours_to_replace_but_never_resumed(tmp_path: Path, model_files):
+    text = write_lines(tmp_path / "in.txt", ["a b c ."])
+    store = tmp_path / "s.zarr"
+    run(text, store, model_files)
+    group = zarr.open_group(str(store), mode="a")
+    group.attrs["manifest"] = {**group.attrs["manifest"], "format_version": 1}
+    with pytest.raises(StoreError, match="format version 1.*--overwrite"):
+        run(text, store, model_files)
+    assert run(text, store, model_files, overwrite=True)["format_version"] == 2
