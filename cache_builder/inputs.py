@@ -155,7 +155,7 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError(f"unreadable JSON number: {str(e).split(';')[0]}") from None
 
 
-def _json_problem(error: ValueError) -> str:
+def json_problem(error: ValueError) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"malformed JSON: {error.msg} at column {error.colno}"
     return str(error)
@@ -169,7 +169,7 @@ def _read_jsonl(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_I
             try:
                 yield item._replace(value=parse_json(item.value))
             except ValueError as e:
-                yield item._replace(value=None, problem=_json_problem(e))
+                yield item._replace(value=None, problem=json_problem(e))
 
 
 def _read_text(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_Item]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cache_builder.cache import TokenView, pad_collate
-from cache_builder.inputs import ON_ERROR, InputError, detect_format
+from cache_builder.inputs import ON_ERROR, InputError, json_problem, detect_format, parse_json
 
 if TYPE_CHECKING:
     from cache_builder.cache import EmbeddingCache
@@ -83,9 +83,9 @@ def _jsonl_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield number, "", InputError(path, number, f"malformed JSON: {e.msg} at column {e.colno}"), None
+                record = parse_json(text)
+            except ValueError as e:
+                yield number, "", InputError(path, number, json_problem(e)), None
                 continue
             yield number, "", record, record.get("context") if isinstance(record, dict) else None
 
@@ -95,11 +95,13 @@ def _squad_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
     cannot be streamed with the standard library; SQuAD files are well under 100 MB). An article
     or paragraph without its list comes as an :class:`InputError` in place of the question."""
     try:
-        document = json.loads(path.read_bytes().decode("utf-8-sig"))
+        document = parse_json(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise InputError(path, None, f"invalid UTF-8 at byte {e.start} of the file") from None
     except json.JSONDecodeError as e:
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}") from None
+    except ValueError as e:
+        raise InputError(path, None, str(e)) from None
     articles = document.get("data") if isinstance(document, dict) else None
     if not isinstance(articles, list):
         raise InputError(path, None, "not SQuAD JSON: no top-level 'data' list")

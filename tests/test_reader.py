@@ -251,3 +251,16 @@ def test_pooled_vectors_are_the_mean_over_a_fields_tokens(stores):
         for b, doc_id in enumerate(batch["ids"]):
             np.testing.assert_allclose(means[b].numpy(), cache.pooled(doc_id, "question"), rtol=1e-5, atol=1e-6)
         assert torch.all(masked_mean(batch["question"], torch.zeros_like(batch["question_mask"])) == 0)
+
+
+def test_answers_nested_too_deeply_are_a_bad_record_not_a_crash(tmp_path: Path):
+    from cache_builder.reader import read_answers
+
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"id": "q1", "answers": ' + "[" * 10_000 + "]" * 10_000 + "}\n"
+                    '{"id": "q2", "answers": [{"text": "a", "answer_start": 0}]}\n')
+    with pytest.raises(InputError, match=r"answers.jsonl:1: .*nested too deeply"):
+        read_answers(path)
+    rejected: list = []
+    assert [q.qid for q in read_answers(path, on_error="skip", rejected=rejected)] == ["q2"]
+    assert len(rejected) == 1
