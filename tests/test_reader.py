@@ -260,7 +260,7 @@ def test_answers_nested_too_deeply_are_a_bad_record_not_a_crash(tmp_path: Path):
     path.write_text('{"id": "q1", "answers": ' + "[" * 10_000 + "]" * 10_000 + "}\n"
                     '{"id": "q2", "answers": [{"text": "a", "answer_start": 0}]}\n')
     with pytest.raises(InputError, match=r"answers.jsonl:1: .*nested too deeply"):
-        read_answers(path)
+        list(read_answers(path))
     rejected: list = []
     assert [q.qid for q in read_answers(path, on_error="skip", rejected=rejected)] == ["q2"]
     assert len(rejected) == 1
