@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from cache_builder.store.lock import writer_of
 from cache_builder.layers import LayerSpec, layer_spec_from_manifest
 from cache_builder.store import CorruptStoreError, StoreError, StoreReader, open_reader
 from cache_builder.store.encoding import Encoding, get_encoding
 from cache_builder.store.layout import array_specs, decode_strings, manifest_kind
+from cache_builder.store.lock import writer_of
 from elmo.schemas import schema_errors
 
 

@@ -176,7 +176,6 @@ class PlanWriter:
         self._segments: dict[bytes, int] = {}
         self._types: dict[str, int] = {}
         self.type_bytes = self._doc_id_end = 0
-        self.segment_offsets: list[int] = [0]  # kept for task planning (small: one int per segment)
 
     def add(self, part: PartResult) -> None:
         """Merge the next part (parts must come in input order)."""
@@ -251,7 +250,6 @@ class PlanWriter:
             type_map[t] = row
         lengths = (ends - starts).astype(np.int64)
         segment_ends = self.counts.tokens + np.cumsum(lengths)
-        self.segment_offsets.extend(segment_ends.tolist())
         out = self._out
         if out:
             out["token_row"].append(type_map[local_types])

@@ -139,3 +139,17 @@ def relative_model_record(model_files: dict[str, Any] | tuple[str, str] | None, 
     return {key: os.path.relpath(os.path.abspath(value), base)
             if key in ("dir", "options", "weights") and value and value != BUNDLED and "://" not in value
             else value for key, value in model_files.items()}
+
+
+def found_model_record(record: dict[str, Any], store: str) -> dict[str, Any] | None:
+    """The inverse of :func:`relative_model_record`: the manifest's model record with its paths
+    found from the store's folder, or None when a recorded path is missing."""
+    base = os.path.dirname(os.path.abspath(store)) if "://" not in store else ""
+    found = dict(record)
+    for key in ("dir", "options", "weights"):
+        where = record.get(key)
+        if where and where != BUNDLED:
+            found[key] = where if os.path.isabs(where) or "://" in where else os.path.join(base, where)
+            if "://" not in found[key] and not os.path.exists(found[key]):
+                return None
+    return found

@@ -3,18 +3,18 @@ check counts, recompute a sample of segments with the model."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from cache_builder.cache import EmbeddingCache, open_cache
+from cache_builder.settings import found_model_record
 from cache_builder.store import CorruptStoreError
 from cache_builder.store.encoding import get_encoding
 from cache_builder.tokenize import split_long
 from elmo import BiLM
-from elmo.models import BUNDLED, load_recorded_model
+from elmo.models import load_recorded_model
 from elmo.tokenize import Tokenized
 from elmo.weights import model_fingerprint
 
@@ -69,21 +69,6 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
     return report
 
 
-def recorded_model(cache: EmbeddingCache) -> dict | None:
-    """The manifest's model record with its paths found (relative ones are relative to the
-    store's folder), or None when a recorded path is missing."""
-    model, path = cache.manifest["model"], cache.store.path
-    base = os.path.dirname(os.path.abspath(path)) if "://" not in path else ""
-    found = dict(model)
-    for key in ("dir", "options", "weights"):
-        where = model.get(key)
-        if where and where != BUNDLED:
-            found[key] = where if os.path.isabs(where) or "://" in where else os.path.join(base, where)
-            if "://" not in found[key] and not os.path.exists(found[key]):
-                return None
-    return found
-
-
 def _read_all(cache: EmbeddingCache, report: VerifyReport) -> None:
     store = cache.store
     for name in sorted(cache.arrays):  # the layout's arrays: open_cache checked that each exists
@@ -132,7 +117,7 @@ def _check_counts(cache: EmbeddingCache, report: VerifyReport) -> None:
 def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: VerifyReport) -> None:
     model = cache.manifest["model"]
     if bilm is None:
-        record = recorded_model(cache)
+        record = found_model_record(cache.manifest["model"], cache.store.path)
         bilm = load_recorded_model(record) if record is not None else None
     if bilm is None:
         report.problems.append("cannot recompute: the manifest records no model, or it is not where the "

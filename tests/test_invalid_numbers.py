@@ -12,7 +12,7 @@ import torch
 import cli
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec
-from cache_builder.store import open_writer
+from cache_builder.store import ZarrStore
 from cache_builder.verify import verify
 from elmo import BiLMOptions, OptionsError
 from elmo.train import TrainConfig, TrainingError
@@ -82,7 +82,7 @@ def test_verify_fails_on_stored_infinity_and_nan(tmp_path: Path):
     precompute(str(text), str(store), load(files), PrecomputeSettings(LayerSpec((1, 2)), tokenizer="whitespace"),
                model_files=tuple(map(str, files)), progress=False)
     assert verify(str(store), sample=0).ok
-    writer = open_writer(str(store), "zarr")
+    writer = ZarrStore(str(store), "a")
     try:
         rows = writer.read("vectors", 3, 5)
         rows[1, 0, 2] = float("nan")

@@ -27,11 +27,6 @@ def store_exists(path: str) -> bool:
     return "://" in str(path) or os.path.exists(path)
 
 
-def open_writer(path: str, format: str | None = None, *, overwrite: bool = False) -> StoreWriter:
-    """Create (or, with ``overwrite``, replace) a store, or open an existing one to continue it."""
-    return BACKENDS[store_format(path, format)](str(path), "w" if overwrite else "a")
-
-
 def open_reader(path: str) -> StoreReader:
     """Open a store for reading, detecting its backend from what is on disk.
 
@@ -51,4 +46,4 @@ def open_reader(path: str) -> StoreReader:
 
 
 __all__ = ["Appender", "CorruptStoreError", "Hdf5Store", "StoreError", "StoreReader", "StoreWriter", "ZarrStore",
-           "open_reader", "open_writer", "store_exists", "store_format"]
+           "open_reader", "store_exists", "store_format"]
