@@ -5,7 +5,9 @@ location                          files
 ================================  =========================================================
 a published pair                  ``options.json`` + ``weights.hdf5`` (bilm-tf / AllenNLP)
 a model directory of ours         ``options.json``, ``weights.hdf5`` (+ ``char.dic``,
-                                  ``word.dic``): the bundled model, ``export``, ``convert-efml``
+                                  ``word.dic``): the bundled model, ``export``, ``convert-efml``;
+                                  or any folder with one options JSON and one weights HDF5,
+                                  whatever their names (AllenNLP's downloads)
 an ELMoForManyLangs directory     ``config.json``, ``char.dic``, ``word.dic``,
                                   ``token_embedder.pkl``, ``encoder.pkl`` (e.g. ``zhs.model``)
 ================================  =========================================================
@@ -17,7 +19,6 @@ store's manifest keeps; :func:`load_recorded_model` loads a model back from such
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,6 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 # The model family of each character convention (``char_cnn.characters``).
 FAMILIES = {"utf8": "elmo", "elmoformanylangs": "elmoformanylangs"}
 
-# Directory formats by the file that marks them, each with its loader.
-DIRECTORY_FORMATS: dict[str, Callable[..., BiLM]] = {
-    OPTIONS_JSON: load_model_dir,
-    CONFIG_JSON: load_efml,
-}
 
 
 def model_family(bilm: BiLM) -> str:
@@ -48,20 +44,22 @@ def model_family(bilm: BiLM) -> str:
 
 
 def load_directory(folder: str | Path, *, stateful: bool = False) -> BiLM:
-    """A model directory of ours or an ELMoForManyLangs one, told apart by their files.
+    """An ELMoForManyLangs directory (marked by its ``config.json``), else a folder with one
+    options JSON and one weights HDF5 (:func:`elmo.model_dir.find_model_files`).
 
     Raises:
-        ValueError: the folder is neither (or looks like both).
+        ValueError: no such folder, or one that holds both ``options.json`` and ``config.json``.
+        ModelDirError: no options/weights pair (or an ambiguous one), listing what was found.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such model directory")
-    markers = [name for name in DIRECTORY_FORMATS if (folder / name).is_file()]
-    if len(markers) != 1:
-        found = "both " + " and ".join(markers) if markers else "neither options.json nor config.json"
-        raise ValueError(f"{folder}: not a model directory: it holds {found} (expected options.json + "
-                         "weights.hdf5, or an ELMoForManyLangs directory with config.json and its .pkl files)")
-    return DIRECTORY_FORMATS[markers[0]](folder, stateful=stateful)
+    if (folder / CONFIG_JSON).is_file():
+        if (folder / OPTIONS_JSON).is_file():
+            raise ValueError(f"{folder}: not a model directory: it holds both {OPTIONS_JSON} and {CONFIG_JSON} "
+                             "(ours, or an ELMoForManyLangs directory?); pass --options FILE --weights FILE")
+        return load_efml(folder, stateful=stateful)
+    return load_model_dir(folder, stateful=stateful)
 
 
 BUNDLED = "<bundled>"  # the record's "dir" of the bundled default model, wherever it is installed

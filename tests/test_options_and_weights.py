@@ -145,3 +145,38 @@ def test_fingerprint_covers_a_token_table_encoder():
     changed[3, 0] += 1e-3
     assert with_table(vocab, changed) != same  # one vector of one token
     assert with_table(vocab[:3] + ["dog", "cat"], table) != same  # the rows mean other tokens
+
+
+def _model_folder(folder, options_name: str, weights_name: str, seed: int = 0):
+    folder.mkdir()
+    bilm = tiny_bilm(seed)
+    bilm.options.save(folder / options_name)
+    save_weights(bilm, folder / weights_name)
+    return bilm
+
+
+def test_model_folder_with_allennlp_names_loads(tmp_path):
+    prefix = "elmo_2x4096_512_2048cnn_2xhighway"
+    bilm = _model_folder(tmp_path / "allennlp", f"{prefix}_options.json", f"{prefix}_weights.hdf5")
+    (tmp_path / "allennlp" / "notes.json").write_text('{"source": "s3"}')  # other files are ignored
+    loaded = load_bilm(tmp_path / "allennlp")
+    assert model_fingerprint(loaded) == model_fingerprint(bilm)
+
+
+def test_fixture_folder_loads_by_content(elmo_fixture):
+    """bilm-tf's lm_weights.hdf5 beside reference outputs (other HDF5 files without LSTM weights)."""
+    loaded = load_bilm(elmo_fixture)
+    reference = load_bilm(elmo_fixture / "options.json", elmo_fixture / "lm_weights.hdf5")
+    assert model_fingerprint(loaded) == model_fingerprint(reference)
+
+
+def test_model_folder_without_a_pair_lists_what_it_found(tmp_path):
+    _model_folder(tmp_path / "two", "options.json", "a.hdf5")
+    save_weights(tiny_bilm(1), tmp_path / "two" / "b.h5")
+    with pytest.raises(ValueError, match=r"2 files could be its weights HDF5 \(a.hdf5, b.h5\).*--options FILE "
+                                         r"--weights FILE"):
+        load_bilm(tmp_path / "two")
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "config.yaml.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"no biLM options JSON found \(looked at: config.yaml.json\)"):
+        load_bilm(tmp_path / "none")
