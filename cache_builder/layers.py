@@ -21,8 +21,10 @@ class LayerSpec:
     """What is stored per token.
 
     Attributes:
-        layers: kept biLM layers, ascending (a mix reads every layer).
-        mix: normalized weights ``s_j`` per layer when the store is collapsed, else None.
+        layers: kept biLM layers, ascending; for a mix, the layers it reads (``--layers 1,2
+            --mix 0.5,0.5``; by default every layer).
+        mix: normalized weights ``s_j``, one per layer of ``layers``, when the store is
+            collapsed, else None.
         logits: the raw weights the user gave with ``--mix-logits`` (recorded, not used).
         gamma: the mix's scale.
     """
@@ -36,6 +38,9 @@ class LayerSpec:
         numbers = (*(self.mix or ()), *(self.logits or ()), self.gamma)
         if not all(map(math.isfinite, numbers)):
             raise ValueError(f"the mix weights and gamma must be finite numbers, got {self.describe()}")
+        if self.mix is not None and len(self.mix) != len(self.layers):
+            raise ValueError(f"the mix has {len(self.mix)} weights for {len(self.layers)} layers "
+                             f"({','.join(map(str, self.layers))})")
 
     @property
     def keeps_token_layer(self) -> bool:
@@ -55,7 +60,7 @@ class LayerSpec:
         """``(n_layers, batch, time, dim)`` → ``(batch, time, n_vector_layers, dim)``."""
         if self.mix is not None:
             weights = torch.tensor(self.mix, dtype=layers.dtype, device=layers.device)
-            mixed = self.gamma * torch.einsum("l,lbtd->btd", weights, layers)
+            mixed = self.gamma * torch.einsum("l,lbtd->btd", weights, layers[list(self.layers)])
             return mixed.unsqueeze(2)
         return layers[list(self.vector_layers)].permute(1, 2, 0, 3)
 
@@ -65,12 +70,16 @@ class LayerSpec:
         out: dict[str, Any] = {"mix": {"weights": list(self.mix), "gamma": self.gamma}}
         if self.logits is not None:
             out["mix"]["logits"] = list(self.logits)
+        if self.layers != tuple(range(len(self.mix))):  # recorded only when not the default 0..n-1
+            out["mix"]["layers"] = list(self.layers)
         return out
 
     def describe(self) -> str:
+        layers = "layers " + ",".join(map(str, self.layers))
         if self.mix is None:
-            return "layers " + ",".join(map(str, self.layers))
-        return f"mix {','.join(f'{s:g}' for s in self.mix)} gamma {self.gamma:g}"
+            return layers
+        of = f" of {layers}" if self.layers != tuple(range(len(self.mix))) else ""
+        return f"mix {','.join(f'{s:g}' for s in self.mix)}{of} gamma {self.gamma:g}"
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -89,28 +98,22 @@ def parse_layer_spec(n_layers: int, *, layers: str | None = None, mix: str | Non
 
     Args:
         n_layers: layers the biLM produces (token layer + LSTM layers, usually 3).
-        layers: ``"0,1"``: keep these layers. Default when nothing is given: every layer.
-        mix: ``"s0,s1,s2"``: normalized weights (non-negative, summing to 1).
+        layers: ``"0,1"``: keep these layers; with a mix, the layers it mixes, in ascending
+            order (``layers="1,2", mix="0.5,0.5"``). Default: every layer.
+        mix: ``"s0,s1,s2"``: normalized weights (non-negative, summing to 1), one per layer.
         mix_logits: ``"w0,w1,w2"``: raw scalar-mix parameters, normalized with a softmax.
         gamma: the mix's scale (ELMo eq. 1).
 
     Raises:
         ValueError: conflicting options, a wrong count, an unknown layer, or unnormalized ``mix``.
     """
-    if sum(x is not None for x in (layers, mix, mix_logits)) > 1:
-        raise ValueError("give one of --layers, --mix, --mix-logits")
+    if mix is not None and mix_logits is not None:
+        raise ValueError("give one of --mix, --mix-logits")
     if not math.isfinite(gamma):
         raise ValueError(f"--gamma must be a finite number, got {gamma}")
+    kept = tuple(range(n_layers)) if layers is None else _layer_numbers(layers, n_layers)
     if mix is None and mix_logits is None:
-        if layers is None:
-            return LayerSpec(tuple(range(n_layers)))
-        try:
-            kept = sorted({int(x) for x in layers.split(",")})
-        except ValueError:
-            raise ValueError(f"--layers: expected comma-separated layer numbers, got {layers!r}") from None
-        if not kept or kept[0] < 0 or kept[-1] >= n_layers:
-            raise ValueError(f"--layers {layers}: this biLM has layers 0..{n_layers - 1}")
-        return LayerSpec(tuple(kept))
+        return LayerSpec(kept)
     if mix is not None:
         weights, logits = _floats(mix, "--mix"), None
         if any(s < 0 for s in weights) or abs(sum(weights) - 1) > 1e-4:
@@ -121,9 +124,25 @@ def parse_layer_spec(n_layers: int, *, layers: str | None = None, mix: str | Non
         top = max(logits)
         exp = [math.exp(w - top) for w in logits]
         weights = tuple(e / sum(exp) for e in exp)
-    if len(weights) != n_layers:
-        raise ValueError(f"the mix needs {n_layers} weights (one per layer), got {len(weights)}")
-    return LayerSpec(tuple(range(n_layers)), mix=weights, logits=logits, gamma=gamma)
+    if len(weights) != len(kept):
+        which = (f"one per layer of --layers {layers}" if layers is not None else
+                 f"one per layer 0..{n_layers - 1}; to mix fewer, name them with --layers, e.g. "
+                 f"--layers {','.join(map(str, range(1, n_layers)))}")
+        raise ValueError(f"the mix needs {len(kept)} weights ({which}), got {len(weights)}")
+    return LayerSpec(kept, mix=weights, logits=logits, gamma=gamma)
+
+
+def _layer_numbers(text: str, n_layers: int) -> tuple[int, ...]:
+    """``"0,1"`` → ``(0, 1)``, refusing unknown layers and repeats."""
+    try:
+        numbers = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--layers: expected comma-separated layer numbers, got {text!r}") from None
+    if not numbers or min(numbers) < 0 or max(numbers) >= n_layers:
+        raise ValueError(f"--layers {text}: this biLM has layers 0..{n_layers - 1}")
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"--layers {text}: a layer is named twice")
+    return tuple(sorted(numbers))
 
 
 def layer_spec_from_manifest(entry: dict[str, Any]) -> LayerSpec:
@@ -131,6 +150,6 @@ def layer_spec_from_manifest(entry: dict[str, Any]) -> LayerSpec:
     if "mix" in entry:
         mix = entry["mix"]
         logits = tuple(mix["logits"]) if "logits" in mix else None
-        return LayerSpec(tuple(range(len(mix["weights"]))), mix=tuple(mix["weights"]), logits=logits,
-                         gamma=mix["gamma"])
+        layers = tuple(mix.get("layers", range(len(mix["weights"]))))
+        return LayerSpec(layers, mix=tuple(mix["weights"]), logits=logits, gamma=mix["gamma"])
     return LayerSpec(tuple(entry["layers"]))

@@ -1,9 +1,10 @@
 """A learnable scalar mix over a cache that kept every layer (ELMo paper, eq. 1).
 
-Cache the biLM once with every layer (``precompute --layers 0,1,2``), learn the task weights in
-the training script with :class:`ScalarMix`, then, if you like, collapse the store with the
-learned weights (``precompute --mix-logits=... --gamma=...``, from :meth:`ScalarMix.cli_args`):
-the collapsed store reads the vectors the trained mix computes, at a third of the size.
+Cache the biLM once with the layers to mix (``precompute --layers 0,1,2``, or a subset such as
+``--layers 0,1``), learn the task weights in the training script with :class:`ScalarMix`, then,
+if you like, collapse the store with the learned weights (``precompute --layers=0,1,2
+--mix-logits=... --gamma=...``, from :meth:`ScalarMix.cli_args`): the collapsed store reads the
+vectors the trained mix computes, in one layer.
 
 No layer norm (AllenNLP's ``do_layer_norm``): it normalizes each layer by the mean and
 variance of the whole batch, so a token's vector would depend on its batch, and no collapsed
@@ -27,6 +28,8 @@ class ScalarMix(nn.Module):
 
     Args:
         n_layers: layers in each input (3 for a store that kept layers 0,1,2 of the usual biLM).
+        layers: the biLM layers the inputs hold, ascending (``for_cache`` takes them from the
+            store); default ``0..n_layers-1``. Only :meth:`cli_args` and :meth:`precompute_args` use them.
         layer_dropout: in training, each layer's logit is dropped (set to -inf before the
             softmax) with this probability, so the mix cannot lean on one layer (the layer
             dropout of UDify, Kondratyuk & Straka 2019). A draw that drops every layer drops none.
@@ -35,7 +38,7 @@ class ScalarMix(nn.Module):
         gamma: ``gamma`` at the start.
     """
 
-    def __init__(self, n_layers: int, *, layer_dropout: float = 0.0,
+    def __init__(self, n_layers: int, *, layers: Sequence[int] | None = None, layer_dropout: float = 0.0,
                  initial_logits: Sequence[float] | None = None, gamma: float = 1.0):
         super().__init__()
         if not 0 <= layer_dropout < 1:
@@ -43,6 +46,9 @@ class ScalarMix(nn.Module):
         logits = [0.0] * n_layers if initial_logits is None else list(initial_logits)
         if len(logits) != n_layers:
             raise ValueError(f"initial_logits has {len(logits)} values for {n_layers} layers")
+        self.layers = tuple(range(n_layers)) if layers is None else tuple(layers)
+        if len(self.layers) != n_layers or list(self.layers) != sorted(set(self.layers)):
+            raise ValueError(f"layers must be {n_layers} ascending distinct layer numbers, got {layers}")
         self.layer_dropout = layer_dropout
         self.logits = nn.Parameter(torch.tensor(logits, dtype=torch.float32))  # (n_layers,)
         self.gamma = nn.Parameter(torch.tensor(float(gamma)))  # ()
@@ -54,11 +60,10 @@ class ScalarMix(nn.Module):
         Raises:
             ValueError: the store is already collapsed to one mixed layer.
         """
-        layers = cache.manifest["layers"]
-        if "mix" in layers:
+        if cache.spec.mix is not None:
             raise ValueError("this store is already mixed to one layer; a learnable mix needs a store "
                              "that kept the layers (precompute --layers 0,1,2)")
-        return cls(len(layers["layers"]), **kwargs)
+        return cls(len(cache.spec.layers), layers=cache.spec.layers, **kwargs)
 
     def weights(self) -> Tensor:
         """The normalized weights ``softmax(w)``: ``(n_layers,)``, float64, no dropout."""
@@ -89,16 +94,16 @@ class ScalarMix(nn.Module):
 
     def precompute_args(self) -> dict[str, Any]:
         """The learned mix as keyword arguments of :func:`cache_builder.layers.parse_layer_spec`
-        (``mix_logits`` as exact decimal text, ``gamma``): a store built with them reads what
-        this module returns in evaluation mode, for inputs ordered as layers 0..n_layers-1 of the
-        biLM (a store that kept every layer)."""
-        return {"mix_logits": ",".join(repr(w) for w in self.logits.tolist()), "gamma": self.gamma.item()}
+        (``layers``, ``mix_logits`` as exact decimal text, ``gamma``): a store built with them
+        reads what this module returns in evaluation mode."""
+        return {"layers": ",".join(map(str, self.layers)),
+                "mix_logits": ",".join(repr(w) for w in self.logits.tolist()), "gamma": self.gamma.item()}
 
     def cli_args(self) -> str:
-        """The same as ``precompute`` options: ``--mix-logits=w0,w1,w2 --gamma=g`` (with ``=``, so
-        that argparse reads a negative first logit as a value, not an option)."""
+        """The same as ``precompute`` options: ``--layers=0,1,2 --mix-logits=w0,w1,w2 --gamma=g``
+        (with ``=``, so that argparse reads a negative first logit as a value, not an option)."""
         args = self.precompute_args()
-        return f"--mix-logits={args['mix_logits']} --gamma={args['gamma']!r}"
+        return f"--layers={args['layers']} --mix-logits={args['mix_logits']} --gamma={args['gamma']!r}"
 
     def extra_repr(self) -> str:
-        return f"n_layers={len(self.logits)}, layer_dropout={self.layer_dropout}"
+        return f"layers={self.layers}, layer_dropout={self.layer_dropout}"

@@ -227,9 +227,10 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
                                  "gzip-compressed (.gz) or - for standard input")
     p.add_argument("-o", "--output", help="store path (.zarr directory, or .h5/.hdf5 file); "
                                           "default INPUT without extension + .elmo.zarr")
+    p.add_argument("--layers", help="keep these layers, e.g. 0,1 (default: all); with --mix or --mix-logits, "
+                                    "the layers to mix")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--layers", help="keep these layers, e.g. 0,1 (default: all)")
-    which.add_argument("--mix", help="collapse with normalized weights s0,s1,s2 (ELMo eq. 1)")
+    which.add_argument("--mix", help="collapse with normalized weights s0,s1,s2 (ELMo eq. 1), one per layer")
     which.add_argument("--mix-logits", help="collapse with raw scalar-mix weights (softmax-normalized)")
     p.add_argument("--gamma", type=float, default=1.0, help="scale of the mix (default 1)")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32", "int8"),

@@ -15,7 +15,7 @@ from cache_builder.cache import pad_collate
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec, parse_layer_spec
 from cache_builder.mix import ScalarMix
-from elmo_cache.cli import build_parser
+from elmo_cache.cli import build_parser, main
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines
 
@@ -42,10 +42,11 @@ def _model(folder: Path):
 def _trained_mix(cache, steps: int = 20) -> ScalarMix:
     """A mix trained a few steps towards layer 2 with layer dropout, so its weights are nothing special."""
     torch.manual_seed(0)
-    mix = ScalarMix.for_cache(cache, layer_dropout=0.3, initial_logits=[0.4, -1.3, 0.2], gamma=0.7)
+    initial_logits = [0.4, -1.3, 0.2][: len(cache.spec.layers)]
+    mix = ScalarMix.for_cache(cache, layer_dropout=0.3, initial_logits=initial_logits, gamma=0.7)
     optimizer = torch.optim.SGD(mix.parameters(), lr=0.5)
     batch = pad_collate([cache.dataset()[i] for i in range(len(cache))])
-    target = 1.5 * batch["vectors"][:, 2]
+    target = 1.5 * batch["vectors"][:, -1]
     for _ in range(steps):
         optimizer.zero_grad()
         ((mix(batch["vectors"]) - target) ** 2).mean().backward()
@@ -74,6 +75,25 @@ def test_learned_mix_equals_the_collapsed_store_built_from_its_weights(built):
                 assert torch.all(out[b, n:] == 0)  # padding stays zero
                 np.testing.assert_allclose(mix(torch.from_numpy(cache.lookup(doc_id))).numpy(), expected,
                                            rtol=0, atol=1e-6)  # one lookup: (n_layers, time, dim)
+
+
+@pytest.mark.parametrize("layers", ["0,1,2", "0,1", "1,2"])
+def test_the_printed_command_builds_the_learned_mix_on_any_store_it_trains_on(built, tmp_path: Path, layers: str):
+    """``cli_args()`` on a store of 3 or 2 kept layers, pasted after ``precompute``, builds the store
+    whose lookups are what the trained mix computes."""
+    folder, text, _ = built
+    common = [str(text), "--model", str(folder / "model"), "--tokenizer", "whitespace", "--dtype", "float32", "-q"]
+    assert main(["precompute", *common, "-o", str(tmp_path / "kept.zarr"), "--layers", layers]) == 0
+    with open_cache(str(tmp_path / "kept.zarr")) as cache:
+        mix = _trained_mix(cache)
+        assert mix.layers == tuple(map(int, layers.split(",")))
+        printed = f"precompute {shlex.join(common)} -o {tmp_path / 'mixed.zarr'} {mix.cli_args()}"
+        assert main(shlex.split(printed)) == 0
+        with open_cache(str(tmp_path / "mixed.zarr")) as mixed, torch.no_grad():
+            assert mixed.spec.layers == mix.layers
+            for doc_id in cache:
+                np.testing.assert_allclose(mix(torch.from_numpy(cache.lookup(doc_id))).numpy(),
+                                           mixed.lookup(doc_id), rtol=0, atol=1e-6)
 
 
 def test_cli_args_parse_to_the_same_mix():

@@ -169,11 +169,31 @@ def test_layer_subset_and_mix_stores(tmp_path: Path, model_files):
     assert "token_layer" not in mix.store.names()
 
 
+def test_mix_of_selected_layers(tmp_path: Path, model_files):
+    text = write_lines(tmp_path / "in.txt", ["the cat sat .", "a dog ran away ."])
+    full = tmp_path / "full.zarr"
+    run(text, full, model_files, tokenizer="whitespace", dtype="float32")
+    spec = parse_layer_spec(3, layers="2,1", mix="0.25,0.75", gamma=2.0)
+    assert spec.layers == (1, 2) and spec.mix == (0.25, 0.75)
+    manifest = run(text, tmp_path / "mix12.zarr", model_files, tokenizer="whitespace", dtype="float32", layers=spec)
+    assert manifest["layers"] == {"mix": {"weights": [0.25, 0.75], "gamma": 2.0, "layers": [1, 2]}}
+    with open_cache(str(full)) as whole, open_cache(str(tmp_path / "mix12.zarr")) as mix:
+        assert mix.spec == spec
+        for doc_id in whole:
+            layers = whole.lookup(doc_id)
+            np.testing.assert_allclose(mix.lookup(doc_id), 2.0 * (0.25 * layers[1] + 0.75 * layers[2]), atol=1e-6)
+    assert parse_layer_spec(3, layers="0,1", mix="0.5,0.5").to_manifest() == {"mix": {"weights": [0.5, 0.5],
+                                                                                      "gamma": 1.0}}
+
+
 def test_parse_layer_spec_errors():
     assert parse_layer_spec(3, mix="0.2,0.3,0.5").mix == (0.2, 0.3, 0.5)
     for kwargs, message in [({"layers": "0,3"}, "layers 0..2"), ({"mix": "0.5,0.6,0.1"}, "sum to 1"),
                             ({"mix_logits": "1,2"}, "needs 3 weights"), ({"layers": "x"}, "layer numbers"),
-                            ({"layers": "0", "mix": "1,0,0"}, "one of")]:
+                            ({"mix": "1,0,0", "mix_logits": "1,0,0"}, "one of"),
+                            ({"layers": "0", "mix": "0.5,0.5"}, r"needs 1 weights \(one per layer of --layers 0\)"),
+                            ({"mix": "0.5,0.5"}, "to mix fewer, name them with --layers"),
+                            ({"layers": "1,1"}, "named twice")]:
         with pytest.raises(ValueError, match=message):
             parse_layer_spec(3, **kwargs)
 
