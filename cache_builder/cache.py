@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,12 @@ class EmbeddingCache:
     """A complete store opened for reading. Only the index (ids, offsets) and layer 0's per-type
     table are loaded at open; vectors are read chunk by chunk on lookup.
 
-    ``lookup`` returns ``(n_layers_kept, n_tokens, dim)`` per field (the axis order of
-    AllenNLP's ``--all`` output), or ``(n_tokens, dim)`` for a mixed store, as float16 for a
-    float16 store and float32 for float32 and int8 ones (int8 decoded, within
-    ``encoding.relative_error`` of each token's largest value in that layer).
+    ``lookup(doc_id, field)`` returns one array, always: ``(n_layers_kept, n_tokens, dim)``
+    (the axis order of AllenNLP's ``--all`` output), or ``(n_tokens, dim)`` for a mixed store,
+    as float16 for a float16 store and float32 for float32 and int8 ones (int8 decoded, within
+    ``encoding.relative_error`` of each token's largest value in that layer). ``field`` may be
+    left out on a one-field store. ``lookup_record(doc_id)`` returns a dict field → array,
+    always (one entry on a one-field store).
 
     Usable from ``DataLoader`` workers: forked ones reopen the store's files, spawned ones
     unpickle the cache as its store's path.
@@ -120,6 +123,10 @@ class EmbeddingCache:
             raise KeyError(f"document id {doc_id!r} has no field {field!r} (it has {sorted(segments)})")
         return {field: segments[field]}
 
+    def _field(self, field: str | None) -> str | None:
+        """``field``, or the store's only field; None (every field) on a store of several."""
+        return self.fields[0] if field is None and len(self.fields) == 1 else field
+
     def _ranges(self, segments: Sequence[int]) -> list[tuple[int, int]]:
         off = self._segment_offsets
         return [(int(off[s]), int(off[s + 1])) for s in segments]
@@ -149,13 +156,12 @@ class EmbeddingCache:
         """One segment: ``(n_layers_kept, n_tokens, dim)``, or ``(n_tokens, dim)`` when mixed."""
         return self._read(self._ranges([segment]))[0]
 
-    def lookup(self, doc_id: str, field: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
-        """A document's vectors, reading only the chunks that hold them.
+    def lookup(self, doc_id: str, field: str | None = None) -> np.ndarray:
+        """One field of a document, reading only the chunks that hold it.
 
         Args:
             doc_id: the record's id.
-            field: which text field; None returns the only field's array, or a dict
-                field → array when the store has several fields.
+            field: which text field; may be left out when the store has one field.
 
         Returns:
             ``(n_layers_kept, n_tokens, dim)`` (``(n_tokens, dim)`` for a mixed store).
@@ -163,18 +169,30 @@ class EmbeddingCache:
         Raises:
             KeyError: an unknown id or field.
             CorruptStoreError: a storage object it needs is missing, partial or damaged.
+
+        For every field at once use :meth:`lookup_record`. Leaving ``field`` out on a store of
+        several fields still returns :meth:`lookup_record`'s dict, as before, with a
+        ``FutureWarning``: that form will become a ``KeyError``.
         """
         return self.lookup_many([doc_id], field)[0]
 
-    def lookup_many(self, doc_ids: Sequence[str], field: str | None = None) -> list[np.ndarray | dict[str, np.ndarray]]:
+    def lookup_record(self, doc_id: str) -> dict[str, np.ndarray]:
+        """Every field of a document: field → ``lookup(doc_id, field)``, read in one call."""
+        return self._lookup_records([doc_id], None)[0]
+
+    def lookup_many(self, doc_ids: Sequence[str], field: str | None = None) -> list[np.ndarray]:
         """``lookup`` for each id, in order, reading every chunk the batch touches once."""
+        field = self._field(field)
+        if field is None:
+            warnings.warn(f"lookup without a field on a store of fields {self.fields} returns a dict; name the "
+                          "field (lookup(doc_id, field)) or call lookup_record(doc_id)", FutureWarning, stacklevel=3)
+        return [found if field is None else found[field] for found in self._lookup_records(doc_ids, field)]
+
+    def _lookup_records(self, doc_ids: Sequence[str], field: str | None) -> list[dict[str, np.ndarray]]:
+        """field → array for each id (only ``field`` when given), every chunk read once."""
         per_doc = [self._segment(doc_id, field) for doc_id in doc_ids]
         arrays = iter(self._read(self._ranges([s for segments in per_doc for s in segments.values()])))
-        out: list[np.ndarray | dict[str, np.ndarray]] = []
-        for segments in per_doc:
-            found = {name: next(arrays) for name in segments}
-            out.append(next(iter(found.values())) if len(found) == 1 else found)
-        return out
+        return [{name: next(arrays) for name in segments} for segments in per_doc]
 
     def lookup_batch(self, doc_ids: Sequence[str], field: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One field of each document, read straight into one zero-padded array.
@@ -187,9 +205,10 @@ class EmbeddingCache:
             ``vectors`` ``(batch, n_layers_kept, time, dim)`` (``(batch, time, dim)`` mixed),
             zero past each document's end, and ``lengths`` ``(batch,)`` int64 tokens.
         """
-        segments = [self._segment(doc_id, field) for doc_id in doc_ids]
-        if any(len(s) != 1 for s in segments):
+        field = self._field(field)
+        if field is None:
             raise KeyError(f"the store has fields {self.fields}: name one")
+        segments = [self._segment(doc_id, field) for doc_id in doc_ids]
         ranges = self._ranges([next(iter(s.values())) for s in segments])
         lengths = np.array([b - a for a, b in ranges], dtype=np.int64)
         vectors = np.empty((len(ranges), *self._shape(int(lengths.max(initial=0)))), self.encoding.carrier)
@@ -200,10 +219,10 @@ class EmbeddingCache:
 
     def tokens(self, doc_id: str, field: str | None = None) -> TokenView:
         """A field's tokens and character spans (``field`` may be omitted for one-field stores)."""
-        segments = self._segment(doc_id, field)
-        if len(segments) != 1:
-            raise KeyError(f"document id {doc_id!r} has fields {sorted(segments)}: name one")
-        return self.segment_tokens(next(iter(segments.values())))
+        field = self._field(field)
+        if field is None:
+            raise KeyError(f"the store has fields {self.fields}: name one")
+        return self.segment_tokens(self._segment(doc_id, field)[field])
 
     def segment_tokens(self, segment: int) -> TokenView:
         """One segment's tokens and ``(n_tokens, 2)`` spans."""

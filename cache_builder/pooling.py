@@ -17,7 +17,8 @@ def pooled(cache: EmbeddingCache, doc_id: str, field: str | None = None) -> np.n
 
     Args:
         doc_id: the record's id.
-        field: which text field; None: the only field, or a dict field → vector for several.
+        field: which text field; may be left out on a one-field store (as for ``lookup``,
+            whose deprecated dict form, on a store of several fields, gives a dict here too).
 
     Returns:
         ``(n_layers_kept, dim)``, or ``(dim,)`` for a mixed store.

@@ -282,7 +282,7 @@ class ReaderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         q = self.questions[i]
-        vectors = self.cache.lookup(q.qid)  # field → vectors, the whole record in one call
+        vectors = self.cache.lookup_record(q.qid)  # field → vectors, the whole record in one call
         start, end, inside = -1, -1, False
         if q.answers:
             start, end, inside = answer_token_span(self.cache.tokens(q.qid, self.context_field), q, q.answers[0])

@@ -227,7 +227,13 @@ class BiLM(nn.Module):
         return next(self.lstm.parameters()).device
 
     def prepare(self, sentences: Sequence[Sequence[str]]) -> TokenBatch:
-        """Tokenized sentences → :class:`TokenBatch` (on the CPU), each distinct token once."""
+        """Tokenized sentences → :class:`TokenBatch` (on the CPU), each distinct token once.
+
+        Raises:
+            TypeError: ``sentences`` is a string, or holds one (a sentence is a list of tokens;
+                a string would be read as one token per character).
+        """
+        _check_tokenized(sentences)
         bos, eos = self.token_encoder.boundary_tokens
         type_ids: dict[str, int] = {bos: 0, eos: 1}
         time = max((len(s) for s in sentences), default=0) + 2
@@ -280,7 +286,14 @@ class BiLM(nn.Module):
 
     @torch.inference_mode()
     def embed(self, sentences: Sequence[Sequence[str]]) -> BiLMOutput:
-        """Prepare, move to the model's device, and run: the one-call inference entry point."""
+        """Prepare, move to the model's device, and run: the one-call inference entry point.
+
+        Args:
+            sentences: tokenized sentences, e.g. ``[["The", "cat", "sat", "."], ["Hello"]]``.
+
+        Returns:
+            ``layers`` ``(n_layers, batch, time, dim)`` and ``mask`` ``(batch, time)``.
+        """
         return self(self.prepare(sentences).to(self.device))
 
     def train(self, mode: bool = True) -> BiLM:
@@ -329,3 +342,15 @@ def _carried(layer: BiLstmLayer, kept: LstmState | None, rows: int) -> LstmState
         state.h[:, :n_kept] = kept.h
         state.c[:, :n_kept] = kept.c
     return state
+
+
+def _check_tokenized(sentences: Sequence[Sequence[str]]) -> None:
+    """Refuse strings where token lists belong, with the fix in the message."""
+    if isinstance(sentences, str):
+        raise TypeError(f"expected a list of tokenized sentences, got the string {sentences[:40]!r}: "
+                        f"use [{sentences[:40]!r}.split()]")
+    for i, sentence in enumerate(sentences):
+        if isinstance(sentence, str):
+            raise TypeError(f"sentence {i} is the string {sentence[:40]!r}, not a list of tokens: "
+                            "pass [s.split() for s in sentences] (whitespace-tokenized text), or "
+                            "elmo.tokenize.get_tokenizer('auto')(s).tokens for raw text")

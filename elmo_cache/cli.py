@@ -21,8 +21,9 @@ def _read_sentences(stream: TextIO) -> Iterator[list[str]]:
 
 
 def _add_model(p: argparse.ArgumentParser, default: str = "the bundled default model") -> None:
-    p.add_argument("--model", metavar="DIR", help="a model directory: ours (options.json + weights.hdf5) or "
-                                                  f"an ELMoForManyLangs one such as zhs.model (default: {default})")
+    p.add_argument("--model", metavar="DIR", help="a model folder: one options JSON + one weights HDF5, any names "
+                                                  "(ours, bilm-tf's, AllenNLP's downloads), or an ELMoForManyLangs "
+                                                  f"directory such as zhs.model (default: {default})")
     p.add_argument("--options", help="a published options.json, with --weights, instead of --model")
     p.add_argument("--weights", help="the published weights.hdf5 that goes with --options")
 
@@ -53,8 +54,8 @@ def _run_embed(args: argparse.Namespace) -> int:
             for b, sentence in enumerate(batch):
                 vectors = out.layers[:, b, : len(sentence)]
                 norms = ", ".join(f"{v:.3f}" for v in vectors.float().norm(dim=-1).mean(dim=-1).tolist())
-                print(f"{line_no - len(batch) + b + 1}\t{len(sentence)} tokens\t"
-                      f"shape {tuple(vectors.shape)}\tmean norm per layer [{norms}]")
+                summary = f"mean norm per layer [{norms}]" if sentence else "empty line: no vectors"
+                print(f"{line_no - len(batch) + b + 1}\t{len(sentence)} tokens\tshape {tuple(vectors.shape)}\t{summary}")
             batch.clear()
 
         for sentence in _read_sentences(stream):
@@ -282,8 +283,7 @@ def _run_lookup(args: argparse.Namespace) -> int:
     from cache_builder import open_cache
 
     with open_cache(args.store) as cache:
-        found = cache.lookup(args.id, args.field)
-        arrays = found if isinstance(found, dict) else {args.field or cache.fields[0]: found}
+        arrays = {args.field: cache.lookup(args.id, args.field)} if args.field else cache.lookup_record(args.id)
         for field, array in arrays.items():
             view = cache.tokens(args.id, field)
             print(f"{args.id}\t{field}\tshape {tuple(array.shape)}\t{array.dtype}\t{' '.join(view.tokens)}")
@@ -373,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, KeyError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        # str() of a KeyError is its message in quotes: print the message itself
+        message = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else e
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT, as shells report it
         # Storage writes cut short leave asyncio tasks that would each log "Task was destroyed

@@ -77,7 +77,7 @@ def test_squad_every_id_found_contexts_stored_once_answers_map_to_tokens(
         assert qa["id"] in cache
         segments = cache.segments(qa["id"])
         context_segments.setdefault(paragraph["context"], set()).add(segments["context"])
-        vectors = cache.lookup(qa["id"])
+        vectors = cache.lookup_record(qa["id"])
         assert set(vectors) == {"context", "question"}
         view = cache.tokens(qa["id"], "context")
         assert vectors["context"].shape == (3, len(view.tokens), 16)
@@ -100,7 +100,7 @@ def test_zarr_and_hdf5_stores_give_identical_lookups(tmp_path: Path, model_files
         assert z.info()["backend"]["format"] == "zarr" and h.info()["backend"]["format"] == "hdf5"
         assert list(z) == list(h)
         for doc_id in z:
-            for field, array in z.lookup(doc_id).items():
+            for field, array in z.lookup_record(doc_id).items():
                 assert array.dtype == np.float16
                 np.testing.assert_array_equal(array, h.lookup(doc_id, field))
                 assert z.tokens(doc_id, field) .tokens == h.tokens(doc_id, field).tokens
