@@ -20,12 +20,14 @@ def _read_sentences(stream: TextIO) -> Iterator[list[str]]:
         yield line.split()
 
 
-def _add_model(p: argparse.ArgumentParser, default: str = "the bundled default model") -> None:
+def _add_model(p: argparse.ArgumentParser, default: str = "the bundled default model",
+               allennlp_names: tuple[str, ...] = ()) -> None:
     p.add_argument("--model", metavar="DIR", help="a model folder: one options JSON + one weights HDF5, any names "
                                                   "(ours, bilm-tf's, AllenNLP's downloads), or an ELMoForManyLangs "
                                                   f"directory such as zhs.model (default: {default})")
-    p.add_argument("--options", help="a published options.json, with --weights, instead of --model")
-    p.add_argument("--weights", help="the published weights.hdf5 that goes with --options")
+    options, weights = ("--options", *allennlp_names[:1]), ("--weights", *allennlp_names[1:])
+    p.add_argument(*options, dest="options", help="a published options.json, with --weights, instead of --model")
+    p.add_argument(*weights, dest="weights", help="the published weights.hdf5 that goes with --options")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -337,6 +339,52 @@ def _add_export_allennlp(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_export_allennlp, mode="all")
 
 
+def _run_elmo(args: argparse.Namespace) -> int:
+    from cache_builder.elmo_command import embed_file
+
+    bilm, files = _load_model(args)
+    device = None if args.cuda_device is None else "cpu" if args.cuda_device < 0 else f"cuda:{args.cuda_device}"
+    n = embed_file(args.input_file, args.output_file, args.mode, bilm, batch_size=args.batch_size, device=device,
+                   forget_sentences=args.forget_sentences, use_sentence_keys=args.use_sentence_keys,
+                   compute_dtype=args.compute_dtype, model_files=files, overwrite=args.overwrite,
+                   progress=not args.quiet, workers=args.workers, scheduler=args.scheduler)
+    print(f"{args.output_file}: {n} sentences ({args.mode})")
+    return 0
+
+
+def _add_elmo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("elmo", help="AllenNLP's `allennlp elmo` command: one sentence per line to one HDF5 file",
+                       description="A drop-in for `allennlp elmo`: the same arguments and the same output "
+                                   "(a float32 dataset per line, keyed by its 0-based line index, and "
+                                   "sentence_to_index), computed by the precompute engine: resumable (run the "
+                                   "same command again), each distinct sentence once, on every GPU with --workers.")
+    p.add_argument("input_file", help="one whitespace-tokenized sentence per line (a blank line is an error)")
+    p.add_argument("output_file", help="the HDF5 file to write")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--all", dest="mode", action="store_const", const="all",
+                      help="every layer: (3, n_tokens, dim) per sentence")
+    mode.add_argument("--top", dest="mode", action="store_const", const="top", help="the top layer: (n_tokens, dim)")
+    mode.add_argument("--average", dest="mode", action="store_const", const="average",
+                      help="the mean of the layers: (n_tokens, dim)")
+    _add_model(p, allennlp_names=("--options-file", "--weight-file"))
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="sentences per batch, as AllenNLP counts them: batches of N x 64 padded tokens (default 64); "
+                        "the vectors do not depend on it")
+    p.add_argument("--cuda-device", type=int, help="GPU number, or -1 for the CPU (default: a GPU when present)")
+    p.add_argument("--forget-sentences", action="store_true", help="leave out sentence_to_index")
+    p.add_argument("--use-sentence-keys", action="store_true",
+                   help="name each dataset by its sentence instead of its line index (sentences must be distinct)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", nargs="?", const="auto",
+                       help="run on a local Dask cluster of N worker processes (alone: one per GPU, else one per core)")
+    where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
+    _add_compute_dtype(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the unfinished run of other arguments left beside OUTPUT (OUTPUT.elmo.zarr)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_elmo, resume_hint=": run the same command again to resume")
+
+
 def _run_convert_efml(args: argparse.Namespace) -> int:
     from elmo.efml.loader import convert_efml
 
@@ -360,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elmo-cache", description=__doc__.splitlines()[0])
     parser.set_defaults(resume_hint="")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_embed, _add_precompute, _add_info, _add_lookup, _add_verify, _add_export_allennlp,
+    for add in (_add_embed, _add_precompute, _add_elmo, _add_info, _add_lookup, _add_verify, _add_export_allennlp,
                 _add_convert_efml, _add_vocab, _add_train, _add_perplexity, _add_export):
         add(sub)
     return parser
