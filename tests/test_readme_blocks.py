@@ -170,7 +170,7 @@ def test_blocks_are_found_with_their_markers():
     blocks = read_blocks("text\n<!-- skip: needs a GPU; twin: tests/a.py::b, .ci/run -->\n```bash\nx \\\n  y\n```\n"
                          "```\nnot run\n```\n  ```python\n  print(1)\n  ```\n")
     assert blocks == [Block(3, "shell", "x \\\n  y\n", "needs a GPU", ("tests/a.py::b", ".ci/run")),
-                      Block(9, "python", "print(1)\n")]
+                      Block(10, "python", "print(1)\n")]
     assert _commands(blocks[0].code) == ["x y"]
     assert _is_simple("elmo-cache lookup s.zarr id   # a comment (with parentheses)")
     assert not _is_simple("head -3 f | elmo-cache embed -") and not _is_simple("printf 'x' > f")
