@@ -34,6 +34,14 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", nargs="?", const="auto",
+                       help="run on a local Dask cluster of N worker processes (alone: one per GPU, "
+                            "else one per core)")
+    where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
+
+
 def _add_compute_dtype(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="model precision: float32 (default, matches the published outputs); "
@@ -249,11 +257,7 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task-tokens", type=int,
                    help="stored tokens per task: the unit of scheduling, writing and resume "
                         "(default: a 64th of the store, 4,096 to 131,072)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", nargs="?", const="auto",
-                       help="run on a local Dask cluster of N worker processes (alone: one per GPU, "
-                            "else one per core)")
-    where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
+    _add_cluster(p)
     _add_device(p)
     _add_compute_dtype(p)
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
@@ -374,10 +378,7 @@ def _add_elmo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--forget-sentences", action="store_true", help="leave out sentence_to_index")
     p.add_argument("--use-sentence-keys", action="store_true",
                    help="name each dataset by its sentence instead of its line index (sentences must be distinct)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", nargs="?", const="auto",
-                       help="run on a local Dask cluster of N worker processes (alone: one per GPU, else one per core)")
-    where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
+    _add_cluster(p)
     _add_compute_dtype(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the unfinished run of other arguments left beside OUTPUT (OUTPUT.elmo.zarr)")
