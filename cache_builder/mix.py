@@ -1,4 +1,4 @@
-"""A learnable scalar mix over a cache that kept every layer (ELMo paper, eq. 1).
+"""A learnable scalar mix over the layers a cache kept (ELMo paper, eq. 1).
 
 Cache the biLM once with the layers to mix (``precompute --layers 0,1,2``, or a subset such as
 ``--layers 0,1``), learn the task weights in the training script with :class:`ScalarMix`, then,
