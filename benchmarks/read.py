@@ -91,7 +91,7 @@ def write_allennlp(reference: Path, out: Path) -> list[str]:
     with open_cache(str(reference)) as cache, h5py.File(out, "w") as f:
         ids = list(cache)
         for doc_id in ids:
-            for field, vectors in cache.lookup(doc_id).items():
+            for field, vectors in cache.lookup_record(doc_id).items():
                 f.create_dataset(f"{doc_id}.{field}", data=vectors.astype(np.float32))  # (3, n, dim)
     return ids
 
@@ -150,7 +150,7 @@ def int8_error(reference: Path, quantized: Path) -> dict[str, dict[str, float]]:
         errors: list[list[np.ndarray]] = [[] for _ in layers]
         shares: list[list[np.ndarray]] = [[] for _ in layers]
         for doc_id in ref:
-            for field, exact in ref.lookup(doc_id).items():
+            for field, exact in ref.lookup_record(doc_id).items():
                 exact = exact[layers]  # (n_layers, n_tokens, dim)
                 error = np.abs(q.lookup(doc_id, field) - exact)
                 peak = np.abs(exact).max(axis=-1, keepdims=True)  # per token and layer
@@ -194,7 +194,7 @@ def main() -> None:
         record = {"allennlp h5py": lambda d: (allennlp[f"{d}.context"][...], allennlp[f"{d}.question"][...])}
         for name, cache in caches.items():
             field[f"ours {name}"] = lambda d, c=cache: c.lookup(d, "context")
-            record[f"ours {name}"] = lambda d, c=cache: c.lookup(d)
+            record[f"ours {name}"] = lambda d, c=cache: c.lookup_record(d)
         results["lookup_one_field"] = lookup_latency(field, ids, args.lookups)
         results["lookup_record"] = lookup_latency(record, ids, args.lookups)
 
