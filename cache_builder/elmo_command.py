@@ -99,7 +99,8 @@ def embed_file(input_file: str, output_file: str, mode: str = "all", bilm: BiLM 
     return len(entries)
 
 
-def _keys(input_file: str, cache: EmbeddingCache, use_sentence_keys: bool) -> tuple[list[tuple[str, int]], dict[str, str]]:
+def _keys(input_file: str, cache: EmbeddingCache,
+          use_sentence_keys: bool) -> tuple[list[tuple[str, int]], dict[str, str]]:
     """(dataset name, segment) per line, in line order, and sentence → line index.
 
     Raises:

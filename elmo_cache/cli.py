@@ -65,7 +65,8 @@ def _run_embed(args: argparse.Namespace) -> int:
                 vectors = out.layers[:, b, : len(sentence)]
                 norms = ", ".join(f"{v:.3f}" for v in vectors.float().norm(dim=-1).mean(dim=-1).tolist())
                 summary = f"mean norm per layer [{norms}]" if sentence else "empty line: no vectors"
-                print(f"{line_no - len(batch) + b + 1}\t{len(sentence)} tokens\tshape {tuple(vectors.shape)}\t{summary}")
+                print(f"{line_no - len(batch) + b + 1}\t{len(sentence)} tokens\t"
+                      f"shape {tuple(vectors.shape)}\t{summary}")
             batch.clear()
 
         for sentence in _read_sentences(stream):

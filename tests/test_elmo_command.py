@@ -15,8 +15,8 @@ from cli import main
 from tests.cache_models import save_tiny_model
 
 # A repeated sentence, a double space inside a line, spaces around one, Chinese.
-LINES = ["The cat sat on the mat .", "我 买了  六斤 苹果 。", "  He went to the bank .  ", "The cat sat on the mat .",
-         "a"]
+LINES = ["The cat sat on the mat .", "我 买了  六斤 苹果 。", "  He went to the bank .  ",
+         "The cat sat on the mat .", "a"]
 
 
 @pytest.fixture(scope="module")
