@@ -21,6 +21,7 @@ import shutil
 from typing import Any
 
 from cache_builder.cache import EmbeddingCache, open_cache
+from cache_builder.distributed import CLUSTER_TIMEOUT
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.export import MODES, average_spec, check_target, write_allennlp
 from cache_builder.inputs import read_records
@@ -50,7 +51,7 @@ def embed_file(input_file: str, output_file: str, mode: str = "all", bilm: BiLM 
                use_sentence_keys: bool = False, compute_dtype: str = "float32",
                model_files: dict[str, Any] | tuple[str, str] | None = None, overwrite: bool = False,
                progress: bool = True, workers: int | str | None = None, scheduler: str | None = None,
-               client: Any = None) -> int:
+               client: Any = None, cluster_timeout: float = CLUSTER_TIMEOUT) -> int:
     """Write AllenNLP's ``elmo`` output for ``input_file``.
 
     Args:
@@ -64,7 +65,8 @@ def embed_file(input_file: str, output_file: str, mode: str = "all", bilm: BiLM 
         device: "cpu", "cuda", "cuda:N"; default a GPU when present.
         forget_sentences: leave out ``sentence_to_index``.
         use_sentence_keys: name each dataset by its sentence (then no ``sentence_to_index``).
-        compute_dtype, model_files, progress, workers, scheduler, client: as for ``precompute``.
+        compute_dtype, model_files, progress, workers, scheduler, client, cluster_timeout: as for
+            ``precompute``.
         overwrite: replace a staging store left by a run with other arguments.
 
     Returns:
@@ -90,7 +92,8 @@ def embed_file(input_file: str, output_file: str, mode: str = "all", bilm: BiLM 
         tokenizer="whitespace", max_tokens=WHOLE_LINES, batch_tokens=batch_size * TOKENS_PER_SENTENCE,
         input_format="text")
     precompute(input_file, store, bilm, settings, device=device, overwrite=overwrite, model_files=model_files,
-               progress=progress, client=client, workers=workers, scheduler=scheduler)
+               progress=progress, client=client, workers=workers, scheduler=scheduler,
+               cluster_timeout=cluster_timeout)
     with open_cache(store) as cache:
         entries, sentence_to_index = _keys(input_file, cache, use_sentence_keys)
         write_allennlp(cache, output_file, mode, entries,

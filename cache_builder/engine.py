@@ -27,14 +27,14 @@ import numpy as np
 
 from cache_builder.commit import (check_location, check_not_input, claim, commit, convert_to_hdf5,
                                   inspect)
-from cache_builder.distributed import Executor, InProcess, executor
+from cache_builder.distributed import CLUSTER_TIMEOUT, Executor, InProcess, executor
 from cache_builder.inputs import InputError, check_read_options, default_rejects_path
 from cache_builder.layers import LayerSpec
 from cache_builder.plan import Plan, PlanCounts, make_tasks, plan_source
 from cache_builder.progress import DocumentsDone, EmbedBar
 from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
                                     run_identity)
-from cache_builder.sources import Source, fingerprint, open_source
+from cache_builder.sources import Source, fingerprint, open_source, refuse_credentials
 from cache_builder.store import ZarrStore, store_format
 from cache_builder.store.lock import RunLock
 from cache_builder.store.encoding import get_encoding
@@ -54,6 +54,7 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
                model_files: dict[str, Any] | tuple[str, str] | None = None,
                rejects_path: str | None = None, progress: bool = True, client: Any = None,
                workers: int | str | None = None, scheduler: str | None = None,
+               cluster_timeout: float = CLUSTER_TIMEOUT,
                storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed every record of ``source`` and write a complete store at ``store``.
 
@@ -76,8 +77,10 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
         workers: start a LocalCluster of this many worker processes ("auto": one per GPU, else
             one per core).
         scheduler: the address of a running Dask scheduler to run the tasks on.
+        cluster_timeout: seconds to wait for ``scheduler`` to answer, and for a first worker.
         storage_options: fsspec options for the input and the store (credentials come from the
-            usual environment and config files; none is ever recorded).
+            usual environment and config files; none is ever recorded, and a URL holding
+            credentials, input or store, is refused).
 
     Returns:
         The manifest. A store already complete with the same arguments is left as is; an
@@ -93,6 +96,7 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     check_read_options(settings.on_error, settings.fields, rejects_path)
     resolve_dtype(settings.compute_dtype, resolve_device(device))  # float16 on a CPU: refused here
     store = os.fspath(store)
+    refuse_credentials(store, "output")
     fmt = store_format(store, format)
     if fmt == "hdf5" and "://" in store:
         raise ValueError(f"{store}: HDF5 stores are local files; write Zarr to object storage")
@@ -105,7 +109,7 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
                                                 not src.location.startswith("<") else store))
     run = _Run(src, bilm, spec, settings, head, device, rejects_path, progress, storage_options,
                lambda: executor(client=client, workers=workers, scheduler=scheduler, device=device,
-                                progress=progress))
+                                progress=progress, cluster_timeout=cluster_timeout))
     with RunLock(store, storage_options):
         if fmt == "zarr":
             return run.build(store, overwrite)

@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,28 @@ class _Source:
         return read.digest.digest()
 
 
+# The user-info part of a URL: "KEY:SECRET@" in s3://KEY:SECRET@bucket/path, also when the secret
+# holds a "/" unencoded (AWS secrets often do).
+_USER_INFO = re.compile(r"(?<=://)(?:[^/@\s]*@|[^/@\s:]*:[^@\s]*@)")
+
+
+def refuse_credentials(location: str, role: str) -> None:
+    """Refuse a URL that holds credentials (``s3://KEY:SECRET@bucket/...``): they would be recorded
+    and printed. ``role`` names it in the message ("input", "output").
+
+    Raises:
+        ValueError: ``location`` holds user information before its host.
+    """
+    if _USER_INFO.search(location):
+        raise ValueError(f"the {role} URL {redact_credentials(location)} holds credentials, which would be "
+                         "recorded; give them through the environment or the filesystem's config files instead")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked (``s3://***@bucket/...``)."""
+    return _USER_INFO.sub("***@", text)
+
+
 def _check_format(input_format: str) -> str:
     if input_format not in READERS:
         raise ValueError(f"unknown input format {input_format!r}; known: auto, {', '.join(READERS)}")
@@ -128,9 +151,7 @@ class FileSource(_Source):
     shippable = True
 
     def __init__(self, location: str, input_format: str = "auto", storage_options: dict | None = None):
-        if "://" in location and "@" in location.split("://", 1)[1].split("/", 1)[0]:
-            raise ValueError("an input URL holds credentials, which would be recorded; give them "
-                             "through the environment or the filesystem's config files instead")
+        refuse_credentials(location, "input")
         if "://" not in location and not os.path.isfile(location):
             raise FileNotFoundError(f"input file not found: {location}")
         self.location, self.storage_options = location, storage_options or {}

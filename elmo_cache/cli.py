@@ -40,6 +40,9 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
                        help="run on a local Dask cluster of N worker processes (alone: one per GPU, "
                             "else one per core)")
     where.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at ADDRESS")
+    p.add_argument("--cluster-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="with --scheduler: how long to wait for it to answer and for a first worker "
+                        "(default 60)")
 
 
 def _add_compute_dtype(p: argparse.ArgumentParser) -> None:
@@ -223,7 +226,8 @@ def _run_precompute(args: argparse.Namespace) -> int:
     store = args.output or _default_store(args.input)
     manifest = precompute(args.input, store, bilm, settings, device=args.device, format=args.format,
                           overwrite=args.overwrite, model_files=files, rejects_path=args.rejects,
-                          progress=not args.quiet, workers=args.workers, scheduler=args.scheduler)
+                          progress=not args.quiet, workers=args.workers, scheduler=args.scheduler,
+                          cluster_timeout=args.cluster_timeout)
     counts = manifest["counts"]
     print(f"{store}: {counts['documents']} documents, {counts['segments']} segments, "
           f"{counts['tokens']} tokens, {counts['rejected']} rejected records")
@@ -352,7 +356,8 @@ def _run_elmo(args: argparse.Namespace) -> int:
     n = embed_file(args.input_file, args.output_file, args.mode, bilm, batch_size=args.batch_size, device=device,
                    forget_sentences=args.forget_sentences, use_sentence_keys=args.use_sentence_keys,
                    compute_dtype=args.compute_dtype, model_files=files, overwrite=args.overwrite,
-                   progress=not args.quiet, workers=args.workers, scheduler=args.scheduler)
+                   progress=not args.quiet, workers=args.workers, scheduler=args.scheduler,
+                   cluster_timeout=args.cluster_timeout)
     print(f"{args.output_file}: {n} sentences ({args.mode})")
     return 0
 
@@ -416,23 +421,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(quiet: bool) -> None:
+    """Our own lines (the ``elmo_cache`` logger: INFO, or WARNING with ``-q``) on stderr, with any
+    URL credentials masked; Dask's, Tornado's and Bokeh's logs never: what matters of them
+    (workers joining or lost, a cluster that fails) we report in our own words."""
+    logging.basicConfig(format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OwnLines())
+    logging.getLogger("elmo_cache").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+class _OwnLines(logging.Filter):
+    _FOREIGN = ("distributed", "tornado", "bokeh")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] in self._FOREIGN:
+            return False
+        from cache_builder.sources import redact_credentials
+
+        record.msg, record.args = redact_credentials(record.getMessage()), None
+        return True
+
+
+def _failure(e: BaseException) -> str | None:
+    """The one line (after "error: ") that tells a user what failed and what to do, for every
+    failure they can act on; None for anything else (a bug: its traceback is the report)."""
+    from cache_builder.distributed import ClusterError
+
+    if isinstance(e, KeyError) and len(e.args) == 1:  # str() of a KeyError is its message in quotes
+        return str(e.args[0])
+    if isinstance(e, EOFError):  # gzip, bz2, lzma: a compressed file cut short
+        return f"{e}: a compressed file ends early (an interrupted download or copy?); fetch it again"
+    if isinstance(e, (ValueError, KeyError, OSError, ClusterError)):
+        return str(e) or type(e).__name__
+    if type(e).__module__.startswith(("botocore", "aiobotocore", "aiohttp")):  # object storage, not the run
+        return f"object storage failed: {e}; check the endpoint and the network, then re-run to resume"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger("elmo_cache").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    _setup_logging(getattr(args, "quiet", False))
     try:
         return args.run(args)
-    except (ValueError, KeyError, OSError) as e:
-        # str() of a KeyError is its message in quotes: print the message itself
-        message = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else e
-        print(f"error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT, as shells report it
         # Storage writes cut short leave asyncio tasks that would each log "Task was destroyed
         # but it is pending!" at exit: expected after an interrupt, and resume redoes them.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print(f"interrupted{args.resume_hint}", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = _failure(e)
+        if message is None:
+            raise
+        from cache_builder.sources import redact_credentials
+
+        print(f"error: {redact_credentials(' '.join(message.split()))}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
