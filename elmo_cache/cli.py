@@ -422,13 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(quiet: bool) -> None:
-    """Our own lines (the ``elmo_cache`` logger: INFO, or WARNING with ``-q``) on stderr, with any
-    URL credentials masked; Dask's, Tornado's and Bokeh's logs never: what matters of them
-    (workers joining or lost, a cluster that fails) we report in our own words."""
-    logging.basicConfig(format="%(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_OwnLines())
+    """Our own lines (the ``elmo_cache`` logger: INFO, or WARNING with ``-q``) on stderr, above
+    any progress bar, with URL credentials masked; Dask's, Tornado's and Bokeh's logs never: what
+    matters of them (workers started or lost, a cluster that fails) we report in our own words."""
+    handler = _AboveProgressBars()
+    handler.addFilter(_OwnLines())
+    logging.basicConfig(format="%(message)s", handlers=[handler])
     logging.getLogger("elmo_cache").setLevel(logging.WARNING if quiet else logging.INFO)
+    # A worker killed mid-run leaves a semaphore that multiprocessing's tracker process warns
+    # about at exit; that process reads its warning filters from the environment.
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"),
+                                                          "ignore:resource_tracker:UserWarning")))
+
+
+class _AboveProgressBars(logging.StreamHandler):
+    """Writes each line through tqdm, which moves a progress bar below it instead of cutting it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 class _OwnLines(logging.Filter):
@@ -450,8 +466,8 @@ def _failure(e: BaseException) -> str | None:
 
     if isinstance(e, KeyError) and len(e.args) == 1:  # str() of a KeyError is its message in quotes
         return str(e.args[0])
-    if isinstance(e, EOFError):  # gzip, bz2, lzma: a compressed file cut short
-        return f"{e}: a compressed file ends early (an interrupted download or copy?); fetch it again"
+    if isinstance(e, EOFError):  # a compressed file (gzip, bz2, lzma) or a pickle cut short
+        return f"a file ends early ({e}): it was cut short (an interrupted download or copy?); fetch it again"
     if isinstance(e, (ValueError, KeyError, OSError, ClusterError)):
         return str(e) or type(e).__name__
     if type(e).__module__.startswith(("botocore", "aiobotocore", "aiohttp")):  # object storage, not the run
