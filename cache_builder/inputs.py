@@ -57,22 +57,30 @@ from elmo.schemas import load_schema
 
 
 class InputError(ValueError):
-    """A bad input record; ``str()`` reads ``FILE:LINE: field FIELD: reason``.
+    """A bad input record; ``str()`` reads ``FILE: UNIT LINE: field FIELD: reason``, e.g.
+    ``in.jsonl: line 3: field text: is empty`` or ``dev.json: question 7: ...``.
 
     ``line`` is ``None`` when the problem has no line (a SQuAD article or paragraph, then
-    located in the reason); the ``field FIELD:`` part is there when a field is to blame.
+    located in the reason); ``unit`` says what ``line`` counts ("line", or "question" in SQuAD
+    JSON), from 1; the ``field FIELD:`` part is there when a field is to blame.
     """
 
-    def __init__(self, path: str | Path, line: int | None, reason: str, field: str | None = None):
+    def __init__(self, path: str | Path, line: int | None, reason: str, field: str | None = None,
+                 unit: str = "line"):
         self.path = str(path)
         self.line = line
         self.field = field
         self.reason = reason
-        location = self.path if line is None else f"{self.path}:{line}"
+        self.unit = unit
+        location = self.path if line is None else f"{self.path}: {unit} {line}"
         super().__init__(f"{location}: " + (f"field {field}: " if field is not None else "") + reason)
 
+    def counted_in(self, unit: str) -> InputError:
+        """This error with its line counted in ``unit``."""
+        return self if unit == self.unit else InputError(self.path, self.line, self.reason, self.field, unit)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.path, self.line, self.reason, self.field)
+        return type(self), (self.path, self.line, self.reason, self.field, self.unit)
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ class _Item(NamedTuple):
     raw: str  # the record as read, for the rejects file
     value: Any  # the parsed record: a dict when it could be parsed
     problem: str | None = None  # why it could not be parsed
-    where: str = ""  # location in a nested file, e.g. "data[0].paragraphs[2].qas[1]"
+    where: str = ""  # place in a nested file, e.g. "question 2 of paragraph 3 of article 1"
 
 
 @contextlib.contextmanager
@@ -136,7 +144,7 @@ def _decoded_lines(stream: BinaryIO, start_of_file: bool, name: str) -> Iterator
                 text = data.decode("utf-8-sig" if number == 1 and start_of_file else "utf-8")
             except UnicodeDecodeError as e:
                 yield _Item(number, data.decode("utf-8", errors="replace"), None,
-                            f"invalid UTF-8 at byte {e.start} of the line")
+                            f"invalid UTF-8 at byte {e.start + 1} of the line")
                 continue
             yield _Item(number, text, text)
 
@@ -209,6 +217,14 @@ def _member_list(parent: Any, key: str) -> tuple[list[Any], str | None]:
     return parent[key], None
 
 
+def squad_place(article: int, paragraph: int | None = None, question: int | None = None) -> str:
+    """A place in SQuAD JSON from its 0-based list indices, in words, counted from 1:
+    ``squad_place(0, 2, 1)`` is "question 2 of paragraph 3 of article 1"."""
+    parts = [f"{name} {index + 1}" for name, index in (("question", question), ("paragraph", paragraph),
+                                                        ("article", article)) if index is not None]
+    return " of ".join(parts)
+
+
 def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_Item]:
     """One item per question. A file that is not valid UTF-8 or JSON, or has no ``data`` list,
     raises :class:`InputError` whatever ``on_error`` says: nothing in it can be read."""
@@ -219,7 +235,7 @@ def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_I
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         raise InputError(path, data.count(b"\n", 0, e.start) + 1,
-                         f"invalid UTF-8 at byte {e.start - line_start} of the line") from None
+                         f"invalid UTF-8 at byte {e.start - line_start + 1} of the line") from None
     except json.JSONDecodeError as e:
         hint = " (JSON Lines? pass input_format='jsonl')" if e.msg == "Extra data" else ""
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}{hint}") from None
@@ -232,19 +248,18 @@ def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_I
     for a, article in enumerate(articles):
         paragraphs, problem = _member_list(article, "paragraphs")
         if problem is not None:
-            yield _Item(None, _dump(article), None, f"article {problem}", f"data[{a}]")
+            yield _Item(None, _dump(article), None, f"article {problem}", squad_place(a))
         for p, paragraph in enumerate(paragraphs):
             questions, problem = _member_list(paragraph, "qas")
             if problem is not None:
-                yield _Item(None, _dump(paragraph), None, f"paragraph {problem}",
-                            f"data[{a}].paragraphs[{p}]")
+                yield _Item(None, _dump(paragraph), None, f"paragraph {problem}", squad_place(a, p))
             for q, qa in enumerate(questions):
                 number += 1
                 record = qa
                 if isinstance(qa, dict):
                     record = {key: source[key] for key, source in
                               (("id", qa), ("context", paragraph), ("question", qa)) if key in source}
-                yield _Item(number, _dump(record), record, where=f"data[{a}].paragraphs[{p}].qas[{q}]")
+                yield _Item(number, _dump(record), record, where=squad_place(a, p, q))
 
 
 class Format(NamedTuple):
@@ -347,7 +362,7 @@ def _schema_problem(instance: dict[str, Any], id_field: str) -> tuple[str, str |
     path = list(error.absolute_path)
     reason = _SCHEMA_REASONS.get(error.validator, lambda e: e.message)(error)
     if len(path) > 2:
-        reason = f"token {path[2]} {reason}"
+        reason = f"token {path[2] + 1} {reason}"
     field = id_field if path[:1] == ["id"] else (path[1] if len(path) > 1 else None)
     return reason, field
 
@@ -367,7 +382,7 @@ def validate(item: _Item, path: str, id_field: str, fields: Sequence[str]) -> Re
     """The item as a valid record, or :class:`InputError` naming ``path``, line and field."""
 
     def fail(reason: str, field: str | None = None) -> InputError:
-        where = f" (at {item.where})" if item.where else ""
+        where = f" ({item.where})" if item.where else ""
         return InputError(path, item.line, reason + where, field)
 
     if item.problem is not None:
@@ -426,9 +441,10 @@ class RecordLog:
         return True
 
     def reject(self, error: InputError, raw: str) -> None:
-        """Raise ``error``, or with ``on_error="skip"`` write it to the rejects file."""
+        """Raise ``error`` (its line counted in this input's unit), or with ``on_error="skip"``
+        write it to the rejects file."""
         if self._rejects is None:
-            raise error
+            raise error.counted_in(self.unit)
         self._rejects.write(_dump({"source": error.path, "line": error.line, "field": error.field,
                                    "reason": error.reason, "raw": raw}) + "\n")
         self.stats.rejected += 1

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cache_builder.cache import TokenView, pad_collate
-from cache_builder.inputs import ON_ERROR, InputError, json_problem, detect_format, parse_json
+from cache_builder.inputs import ON_ERROR, InputError, detect_format, json_problem, parse_json, squad_place
 
 if TYPE_CHECKING:
     from cache_builder.cache import EmbeddingCache
@@ -58,7 +58,7 @@ class QuestionAnswers:
         answers: in file order (SQuAD dev has several per question; training uses the first);
             empty for an unanswerable question.
         source, line: the file, and the 1-based line for JSONL (None for SQuAD JSON).
-        where: the question's place in a SQuAD JSON file, e.g. ``data[0].paragraphs[1].qas[2]``.
+        where: the question's place in a SQuAD JSON file, e.g. "question 3 of paragraph 2 of article 1".
     """
 
     qid: str
@@ -69,7 +69,7 @@ class QuestionAnswers:
 
     def error(self, reason: str, field: str | None = "answers") -> InputError:
         """An error naming this question's file and line (or place in the JSON)."""
-        return InputError(self.source, self.line, reason + (f" (at {self.where})" if self.where else ""), field)
+        return InputError(self.source, self.line, reason + (f" ({self.where})" if self.where else ""), field)
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _jsonl_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
             try:
                 text = data.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                yield number, "", InputError(path, number, f"invalid UTF-8 at byte {e.start} of the line"), None
+                yield number, "", InputError(path, number, f"invalid UTF-8 at byte {e.start + 1} of the line"), None
                 continue
             if not text.strip():
                 continue
@@ -118,7 +118,7 @@ def _squad_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
     try:
         document = parse_json(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
-        raise InputError(path, None, f"invalid UTF-8 at byte {e.start} of the file") from None
+        raise InputError(path, None, f"invalid UTF-8 at byte {e.start + 1} of the file") from None
     except json.JSONDecodeError as e:
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}") from None
     except ValueError as e:
@@ -127,20 +127,20 @@ def _squad_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
     if not isinstance(articles, list):
         raise InputError(path, None, "not SQuAD JSON: no top-level 'data' list")
     for a, article in enumerate(articles):
-        for p, paragraph in enumerate(_members(path, article, "paragraphs", f"data[{a}]")):
+        for p, paragraph in enumerate(_members(path, article, "paragraphs", squad_place(a))):
             if isinstance(paragraph, InputError):
                 yield None, "", paragraph, None
                 continue
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
-            for q, qa in enumerate(_members(path, paragraph, "qas", f"data[{a}].paragraphs[{p}]")):
-                yield None, f"data[{a}].paragraphs[{p}].qas[{q}]", qa, context
+            for q, qa in enumerate(_members(path, paragraph, "qas", squad_place(a, p))):
+                yield None, squad_place(a, p, q), qa, context
 
 
 def _members(path: Path, parent: Any, key: str, where: str) -> list[Any]:
     """``parent[key]``, or one :class:`InputError` saying it is not there."""
     if isinstance(parent, dict) and isinstance(parent.get(key), list):
         return parent[key]
-    return [InputError(path, None, f"no {key!r} list (at {where})")]
+    return [InputError(path, None, f"no {key!r} list ({where})")]
 
 
 _SOURCES = {"jsonl": _jsonl_questions, "squad": _squad_questions}
