@@ -34,7 +34,7 @@ from cache_builder.plan import Plan, PlanCounts, make_tasks, plan_source
 from cache_builder.progress import DocumentsDone, EmbedBar
 from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
                                     run_identity)
-from cache_builder.sources import Source, fingerprint, open_source
+from cache_builder.sources import FileSource, Source, fingerprint, open_source
 from cache_builder.store import StoreError, ZarrStore, store_format
 from cache_builder.store.lock import RunLock
 from cache_builder.store.encoding import get_encoding
@@ -101,8 +101,8 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     spec = settings.layer_spec(bilm)
     head = manifest_head(bilm, spec, settings, fmt, src.name, relative_model_record(model_files, store))
     if settings.on_error == "skip" and rejects_path is None:
-        rejects_path = str(default_rejects_path(src.location if "://" not in src.location and
-                                                not src.location.startswith("<") else store))
+        beside_input = isinstance(src, FileSource) and "://" not in src.location  # a local file
+        rejects_path = str(default_rejects_path(src.location if beside_input else store))
     run = _Run(src, bilm, spec, settings, head, device, rejects_path, progress, storage_options,
                lambda: executor(client=client, workers=workers, scheduler=scheduler, device=device,
                                 progress=progress))

@@ -256,7 +256,7 @@ def test_bad_input_stops_precompute_with_file_line_reason(tmp_path: Path, model_
     path = write_lines(tmp_path / "in.jsonl", [GOOD_BEFORE, bad, GOOD_AFTER])
     with pytest.raises(InputError) as info:
         run(path, tmp_path / "s.zarr", model_files)
-    assert str(info.value).startswith(f"{path}:2: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{path}: line 2: ") and reason in str(info.value)
     with pytest.raises(StoreError, match="incomplete"):
         open_cache(str(tmp_path / "s.zarr"))
 
@@ -295,7 +295,7 @@ def test_gpu_run_matches_the_cpu_store(tmp_path: Path, model_files):
 
 def test_bad_lines_of_a_text_file_skipped_keep_the_other_ids(tmp_path: Path, model_files):
     path = write_lines(tmp_path / "in.txt", ["first line .", b"caf\xe9 au lait", "", "last line ."])
-    with pytest.raises(InputError, match=rf"{path}:2: .*UTF-8"):
+    with pytest.raises(InputError, match=rf"{path}: line 2: .*UTF-8"):
         run(path, tmp_path / "raise.zarr", model_files, tokenizer="whitespace")
     manifest = run(path, tmp_path / "s.zarr", model_files, tokenizer="whitespace", on_error="skip")
     assert manifest["counts"]["rejected"] == 2

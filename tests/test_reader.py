@@ -192,19 +192,19 @@ def test_bad_answer_files_name_file_line_and_field(tmp_path: Path, stores):
         {"id": "q6", "answers": {"text": ["b"], "answer_start": [2]}},
         {"id": "q7", "answers": "b"},
     ])
-    with pytest.raises(InputError, match=rf"^{path}:2: malformed JSON"):
+    with pytest.raises(InputError, match=rf"^{path}: line 2: malformed JSON"):
         list(read_answers(path))
     rejected: list[InputError] = []
     questions = list(read_answers(path, on_error="skip", rejected=rejected))
     assert [(q.qid, q.line, q.answers[0].text) for q in questions] == [("q1", 1, "b"), ("q3", 4, "c"),
                                                                        ("q6", 8, "b")]
     assert [str(e) for e in rejected] == [
-        f"{path}:2: malformed JSON: Expecting property name enclosed in double quotes at column 2",
-        f"{path}:3: field answers: no answers, and the question is not is_impossible",
-        f"{path}:5: field answers[0].answer_start: must be an integer, got '2'",
-        f"{path}:6: field is_impossible: must be true or false, got 'false'",
-        f"{path}:7: field id: duplicate question id 'q1'",
-        f"{path}:9: field answers: must be a list of {{text, answer_start}} objects",
+        f"{path}: line 2: malformed JSON: Expecting property name enclosed in double quotes at column 2",
+        f"{path}: line 3: field answers: no answers, and the question is not is_impossible",
+        f"{path}: line 5: field answers[0].answer_start: must be an integer, got '2'",
+        f"{path}: line 6: field is_impossible: must be true or false, got 'false'",
+        f"{path}: line 7: field id: duplicate question id 'q1'",
+        f"{path}: line 9: field answers: must be a list of {{text, answer_start}} objects",
     ]
 
 
@@ -270,11 +270,11 @@ def test_answers_that_do_not_belong_to_the_store_are_errors(tmp_path: Path, stor
         {"id": "56be4db0acb8001400a502ed", "answers": [{"text": "Carolina Panthers", "answer_start": 249}]},
     ])
     with open_cache(str(store)) as cache:
-        with pytest.raises(InputError, match=rf"^{path}:2: field id: question id '56be4db0acb8001400a502ed' is "
+        with pytest.raises(InputError, match=rf"^{path}: line 2: field id: question id '56be4db0acb8001400a502ed' is "
                                              "not in the cache"):
             ReaderDataset(cache, read_answers(path))
         dataset = ReaderDataset(cache, [q for q in read_answers(path) if q.qid in cache])
-        with pytest.raises(InputError, match=rf"^{path}:1: field answers: 'Denver Broncos' at characters "
+        with pytest.raises(InputError, match=rf"^{path}: line 1: field answers: 'Denver Broncos' at characters "
                                              r"249:263 differs from the stored context, whose token \d+ is 'Carolina'"):
             dataset[0]
 
@@ -304,7 +304,7 @@ def test_answers_nested_too_deeply_are_a_bad_record_not_a_crash(tmp_path: Path):
     path = tmp_path / "answers.jsonl"
     path.write_text('{"id": "q1", "answers": ' + "[" * 10_000 + "]" * 10_000 + "}\n"
                     '{"id": "q2", "answers": [{"text": "a", "answer_start": 0}]}\n')
-    with pytest.raises(InputError, match=r"answers.jsonl:1: .*nested too deeply"):
+    with pytest.raises(InputError, match=r"answers.jsonl: line 1: .*nested too deeply"):
         list(read_answers(path))
     rejected: list = []
     assert [q.qid for q in read_answers(path, on_error="skip", rejected=rejected)] == ["q2"]
