@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from cache_builder.cache import TokenView, pad_collate
-from cache_builder.inputs import ON_ERROR, InputError, detect_format, json_problem, parse_json, squad_place
+from cache_builder.inputs import (ON_ERROR, InputError, detect_format, is_stream, json_problem, parse_json,
+                                  squad_place)
 
 if TYPE_CHECKING:
     from cache_builder.cache import EmbeddingCache
@@ -195,9 +196,9 @@ def _question(path: Path, line: int | None, where: str, qa: Any, context: Any,
         text = answer.get("text") if isinstance(answer, dict) else None
         start = answer.get("answer_start") if isinstance(answer, dict) else None
         if not isinstance(text, str) or not text.strip():
-            raise found.error("must be a non-empty string", f"answers[{i}].text")
+            raise found.error(f"answer {i + 1}: text must be a non-empty string")
         if not isinstance(start, int) or isinstance(start, bool):
-            raise found.error(f"must be an integer, got {start!r}", f"answers[{i}].answer_start")
+            raise found.error(f"answer {i + 1}: answer_start must be an integer, got {start!r}")
         located = _locate(text, start, context)
         if located is None:
             summary.dropped_answers += 1
@@ -236,8 +237,8 @@ def read_answers(path: str | Path, *, on_error: str = "raise", rejected: list[In
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"answers file not found: {path}")
+    if is_stream(str(path)):  # a missing path or a directory raises here
+        raise ValueError(f"{path} is a pipe or device; answers are read from a file (it is read twice)")
     fmt = detect_format(path)
     if fmt not in _SOURCES:
         raise ValueError(f"{path}: answers come from SQuAD JSON or JSONL, not {fmt}")

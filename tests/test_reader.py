@@ -194,6 +194,8 @@ def test_bad_answer_files_name_file_line_and_field(tmp_path: Path, stores):
     ])
     with pytest.raises(InputError, match=rf"^{path}: line 2: malformed JSON"):
         list(read_answers(path))
+    with pytest.raises(IsADirectoryError, match=f"^{tmp_path} is a directory, not an input file$"):
+        read_answers(tmp_path)
     rejected: list[InputError] = []
     questions = list(read_answers(path, on_error="skip", rejected=rejected))
     assert [(q.qid, q.line, q.answers[0].text) for q in questions] == [("q1", 1, "b"), ("q3", 4, "c"),
@@ -201,7 +203,7 @@ def test_bad_answer_files_name_file_line_and_field(tmp_path: Path, stores):
     assert [str(e) for e in rejected] == [
         f"{path}: line 2: malformed JSON: Expecting property name enclosed in double quotes at column 2",
         f"{path}: line 3: field answers: no answers, and the question is not is_impossible",
-        f"{path}: line 5: field answers[0].answer_start: must be an integer, got '2'",
+        f"{path}: line 5: field answers: answer 1: answer_start must be an integer, got '2'",
         f"{path}: line 6: field is_impossible: must be true or false, got 'false'",
         f"{path}: line 7: field id: duplicate question id 'q1'",
         f"{path}: line 9: field answers: must be a list of {{text, answer_start}} objects",
