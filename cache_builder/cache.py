@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cache_builder.commit import FAILED
 from cache_builder.layers import LayerSpec, layer_spec_from_manifest
 from cache_builder.store import CorruptStoreError, StoreError, StoreReader, open_reader
 from cache_builder.store.encoding import Encoding, get_encoding
@@ -44,11 +45,16 @@ class EmbeddingCache:
         self.store = store
         manifest = store.get_attr("manifest")
         if manifest is None:
-            if store.get_attr("progress") is not None:
+            progress = store.get_attr("progress")
+            if progress is not None:
                 writer = writer_of(store.path)
                 if writer is not None:
                     raise StoreError(f"{store.path}: a run is writing this store ({writer}); open it "
                                      "once that run has finished")
+                if isinstance(progress, dict) and progress.get("stage") == FAILED:
+                    raise StoreError(f"{store.path}: failed: {progress.get('error')}; it holds no "
+                                     "vectors: fix the input or the arguments and re-run precompute "
+                                     "(it replaces this store, no --overwrite needed)")
                 raise StoreError(f"{store.path}: incomplete store (its run was interrupted); re-run "
                                  "precompute with the same arguments to finish it")
             raise StoreError(f"{store.path}: not an elmo-cache store (no manifest)")

@@ -5,10 +5,15 @@ What a location holds decides what a run may do with it:
 - nothing, or an empty folder: a new store;
 - an elmo-cache store that is complete (its manifest): kept when it was built with the same
   arguments (an equal identity), otherwise refused unless ``overwrite`` replaces it;
-- an elmo-cache store that is unfinished (its ``progress``): resumed with the same arguments
-  (its plan redone when the run stopped while planning), otherwise refused unless ``overwrite``;
+- an elmo-cache store that is unfinished (its ``progress``): resumed with the same arguments,
+  otherwise refused unless ``overwrite``; one that holds nothing computed (its run stopped
+  while planning, or failed on bad input) is planned again by any run;
 - anything else (a folder of other files, another program's Zarr group or HDF5 file): always
   refused, ``overwrite`` or not. The tool never destroys what it did not make.
+
+A run that fails before any vector is computed leaves nothing that blocks its fix
+(:func:`abandon`): what it created is removed, and a store of ours it had reset records why it
+failed.
 
 The manifest is written last, after every task's rows; a store without one is never read as
 complete (see :mod:`cache_builder.cache`).
@@ -30,20 +35,23 @@ from typing import Any
 import h5py
 import zarr
 
-from cache_builder.settings import run_identity, settings_identity
-from cache_builder.store import StoreError, StoreReader, StoreWriter
+from cache_builder.inputs import InputError
+from cache_builder.settings import run_identity
+from cache_builder.store import StoreError, StoreReader, StoreWriter, ZarrStore
 from cache_builder.store.layout import FORMAT_NAME, manifest_kind
 from cache_builder.store.lock import fs_of
 
 
 @dataclass
 class Existing:
-    """What is at a location: ``kind`` is "none", "store" (ours) or "foreign" (``why``)."""
+    """What is at a location: ``kind`` is "none" (``folder``: an empty folder), "store" (ours) or
+    "foreign" (``why``)."""
 
     kind: str
     manifest: dict[str, Any] | None = None
     progress: dict[str, Any] | None = None
     why: str = ""
+    folder: bool = False
 
 
 def inspect(path: str, fmt: str, storage_options: dict[str, Any] | None = None) -> Existing:
@@ -60,7 +68,7 @@ def inspect(path: str, fmt: str, storage_options: dict[str, Any] | None = None) 
         if not fs.isdir(root):
             return Existing("foreign", why="a file, not a Zarr folder")
         if not fs.ls(root):
-            return Existing("none")
+            return Existing("none", folder=True)
         if not fs.exists(f"{root}/zarr.json"):
             return Existing("foreign", why="a folder of other files")
         try:
@@ -127,18 +135,51 @@ def claim(path: str, existing: Existing, identity: dict[str, Any], fingerprint: 
                              "input) is here; pass --overwrite to replace it")
         return Claim("complete", manifest=existing.manifest)
     progress = existing.progress
-    if progress.get("stage") not in ("plan", "embed"):
+    if progress.get("stage") not in ("plan", "embed", FAILED):
         raise StoreError(f"{path}: an unfinished store of another version of this tool is here; "
                          "pass --overwrite to replace it")
-    if progress["stage"] == "plan":  # stopped while planning: nothing computed yet
-        if settings_identity(progress["identity"]) != settings_identity(identity):
-            raise StoreError(f"{path}: an unfinished store from other arguments is here; re-run with "
-                             "its arguments to resume, or pass --overwrite")
+    if progress["stage"] in ("plan", FAILED):  # nothing computed yet: no run's work is lost
         return Claim("plan")
     if progress["identity"] != full():
         raise StoreError(f"{path}: an unfinished store from other arguments (or another input) is "
                          "here; re-run with its arguments to resume, or pass --overwrite")
     return Claim("resume", progress=progress)
+
+
+FAILED = "failed"  # the stage of a store whose run failed on bad input while planning
+
+
+def abandon(path: str, existing: Existing, identity: dict[str, Any], error: BaseException,
+            storage_options: dict[str, Any] | None = None) -> None:
+    """Clean up after a run that failed before computing any vector (while planning), so that
+    the corrected command runs without ``--overwrite``.
+
+    Args:
+        existing: what was at ``path`` before the run. Nothing (or an empty folder): the store the
+            run created is removed (the empty folder is kept). Our store, which the run reset:
+            bad input (``error`` an :class:`InputError`) is recorded as the store's state, which
+            readers report; any other failure leaves the state "plan". Either way, any re-run
+            plans it again (:func:`claim`).
+        identity: the run's identity, kept in the state (the store stays recognisably ours).
+    """
+    # Best effort: the run's own error is what the user must see, not one from cleaning up.
+    with contextlib.suppress(Exception):
+        if existing.kind == "none":
+            fs, root = fs_of(path, storage_options)
+            fs.rm(root, recursive=True)
+            if existing.folder:
+                fs.makedirs(root, exist_ok=True)
+        elif isinstance(error, InputError):
+            ZarrStore(path, "a", storage_options).set_attr(
+                "progress", {"identity": identity, "stage": FAILED, "error": failure(error)})
+
+
+def failure(error: InputError) -> str:
+    """How a store's state names the bad input its run failed on."""
+    what = (f"field {error.field}: " if error.field is not None else "") + error.reason
+    if error.line is None:
+        return f"bad input {error.path} ({what})"
+    return f"bad record at {error.unit} {error.line} of {error.path} ({what})"
 
 
 def commit(store: StoreWriter, manifest: dict[str, Any], scratch: tuple[str, ...]) -> None:

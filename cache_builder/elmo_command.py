@@ -1,9 +1,9 @@
 """A drop-in for AllenNLP's ``allennlp elmo`` command, run by the cache engine.
 
 ``allennlp elmo INPUT OUTPUT --all|--top|--average`` reads one whitespace-tokenized sentence
-per line (a blank line is an error) and writes one HDF5 file: a float32 dataset per line, named
-by its 0-based line index as a string (``--use-sentence-keys``: by the sentence itself), of shape
-``(3, n_tokens, dim)`` with ``--all`` and ``(n_tokens, dim)`` with ``--top`` (the top layer)
+per line (blank lines are an error, here too) and writes one HDF5 file: a float32 dataset per
+line, named by its 0-based line index as a string (``--use-sentence-keys``: by the sentence
+itself), of shape ``(3, n_tokens, dim)`` with ``--all`` and ``(n_tokens, dim)`` with ``--top`` (the top layer)
 and ``--average`` (the mean of the layers), plus ``sentence_to_index``: one JSON string mapping
 each sentence (its line, stripped) to its key, left out with ``--forget-sentences`` or
 ``--use-sentence-keys``. :func:`embed_file` writes the same file.
@@ -24,7 +24,7 @@ from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.distributed import CLUSTER_TIMEOUT
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.export import MODES, average_spec, check_target, write_allennlp
-from cache_builder.inputs import read_records
+from cache_builder.inputs import InputError, blank_lines, is_stream, read_records
 from cache_builder.layers import LayerSpec
 from elmo import BiLM, load_default_bilm
 
@@ -73,19 +73,24 @@ def embed_file(input_file: str, output_file: str, mode: str = "all", bilm: BiLM 
         The number of datasets (lines) written.
 
     Raises:
-        InputError: a blank line (naming it), or a line that is not UTF-8.
+        InputError: blank lines (naming them), or a line that is not UTF-8.
         ValueError: an unknown mode; a repeated sentence with ``use_sentence_keys``; the input
             is standard input (it is read twice); ``output_file`` is not an earlier export.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if input_file == "-":
-        raise ValueError("elmo reads its input twice (to embed, then for the keys): save standard input "
-                         "to a file first")
+    if input_file == "-" or is_stream(input_file):
+        raise ValueError(f"elmo reads its input twice (to embed, then for the keys): save "
+                         f"{'standard input' if input_file == '-' else input_file} to a file first")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be a positive whole number, got {batch_size}")
     store = staging_store(output_file)
     check_target(output_file, store)
+    blank = blank_lines(input_file)
+    if blank:  # AllenNLP's elmo refuses them too: a dataset per line index has nothing to hold
+        shown = ", ".join(map(str, blank[:10])) + (f" and {len(blank) - 10} more" if len(blank) > 10 else "")
+        raise InputError(input_file, None, f"blank line{'s' if len(blank) > 1 else ''} {shown}: elmo writes "
+                         "one dataset per line and refuses blank lines, as AllenNLP's does; remove them")
     bilm = bilm if bilm is not None else load_default_bilm()
     settings = PrecomputeSettings(
         layers=MODE_LAYERS[mode](bilm.options.lstm.n_layers + 1), dtype="float32", compute_dtype=compute_dtype,
@@ -117,9 +122,9 @@ def _keys(input_file: str, cache: EmbeddingCache,
         sentence = record.fields["text"].strip()
         segment = cache.segments(record.doc_id)["text"] if record.doc_id in cache else None
         if segment is None or cache.segment_tokens(segment).tokens != sentence.split():
-            raise ValueError(f"{input_file}:{record.line}: the input changed while it was embedded; run again")
+            raise ValueError(f"{input_file}: line {record.line}: the input changed while it was embedded; run again")
         if use_sentence_keys and sentence in first_line:
-            raise ValueError(f"{input_file}:{record.line}: the sentence of line {first_line[sentence]} again: "
+            raise ValueError(f"{input_file}: line {record.line}: the sentence of line {first_line[sentence]} again: "
                              "--use-sentence-keys needs distinct sentences (leave it out to key by line)")
         first_line.setdefault(sentence, record.line)
         entries.append((sentence if use_sentence_keys else record.doc_id, segment))

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from cache_builder.commit import (check_location, check_not_input, claim, commit, convert_to_hdf5,
-                                  inspect)
+from cache_builder.commit import (Existing, abandon, check_location, check_not_input, claim, commit,
+                                  convert_to_hdf5, inspect)
 from cache_builder.distributed import CLUSTER_TIMEOUT, Executor, InProcess, executor
 from cache_builder.inputs import InputError, check_read_options, default_rejects_path
 from cache_builder.layers import LayerSpec
@@ -34,8 +34,8 @@ from cache_builder.plan import Plan, PlanCounts, make_tasks, plan_source
 from cache_builder.progress import DocumentsDone, EmbedBar
 from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
                                     run_identity)
-from cache_builder.sources import Source, fingerprint, open_source, refuse_credentials
-from cache_builder.store import ZarrStore, store_format
+from cache_builder.sources import FileSource, Source, fingerprint, open_source, refuse_credentials
+from cache_builder.store import StoreError, ZarrStore, store_format
 from cache_builder.store.lock import RunLock
 from cache_builder.store.encoding import get_encoding
 from cache_builder.store.layout import TASK_ARRAYS, array_specs, bytes_per_token_estimate, task_chunking
@@ -105,8 +105,8 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     spec = settings.layer_spec(bilm)
     head = manifest_head(bilm, spec, settings, fmt, src.name, relative_model_record(model_files, store))
     if settings.on_error == "skip" and rejects_path is None:
-        rejects_path = str(default_rejects_path(src.location if "://" not in src.location and
-                                                not src.location.startswith("<") else store))
+        beside_input = isinstance(src, FileSource) and "://" not in src.location  # a local file
+        rejects_path = str(default_rejects_path(src.location if beside_input else store))
     run = _Run(src, bilm, spec, settings, head, device, rejects_path, progress, storage_options,
                lambda: executor(client=client, workers=workers, scheduler=scheduler, device=device,
                                 progress=progress, cluster_timeout=cluster_timeout))
@@ -134,17 +134,38 @@ class _Run:
     def build_hdf5(self, path: str, overwrite: bool) -> dict[str, Any]:
         """An HDF5 file is written once, whole: a killed HDF5 write can leave a file that cannot
         be opened, so the run builds (and resumes) a Zarr staging store beside it and converts
-        it when complete (:func:`cache_builder.commit.convert_to_hdf5`)."""
+        it when complete (:func:`cache_builder.commit.convert_to_hdf5`), then deletes it."""
         existing = inspect(path, "hdf5")
         check_location(path, existing)
         staging = f"{path}.partial.zarr"
-        if existing.manifest is not None and not overwrite and inspect(staging, "zarr").kind == "none":
-            done = claim(path, existing, run_identity(self.head), self._fingerprint, False)
-            return done.manifest
+        left = inspect(staging, "zarr")
+        if existing.manifest is not None and not overwrite:
+            try:
+                done = claim(path, existing, run_identity(self.head), self._fingerprint, False)
+            except StoreError:
+                if left.kind == "none":
+                    raise
+            else:  # the file is complete: a staging store beside it is what its deletion left
+                self._left_beside(staging, left, path)
+                return done.manifest
+        if left.kind == "foreign":
+            raise StoreError(f"{staging}: the staging folder of {path} is no longer a store (a delete "
+                             f"stopped half way?); delete the folder {staging} and re-run")
         manifest = self.build(staging, overwrite)
         convert_to_hdf5(staging, path)
         shutil.rmtree(staging)
         return manifest
+
+    @staticmethod
+    def _left_beside(staging: str, left: Existing, path: str) -> None:
+        """Remove a complete staging store left beside the complete ``path`` (converted already);
+        name a staging folder that is no longer a store, never deleting what is not ours; keep an
+        unfinished one (another run's work, which its arguments resume)."""
+        if left.kind == "store" and left.manifest is not None:
+            shutil.rmtree(staging)
+        elif left.kind == "foreign":
+            log.warning("%s is complete; the folder %s beside it is what is left of its staging store: "
+                        "delete it", path, staging)
 
     def build(self, path: str, overwrite: bool) -> dict[str, Any]:
         """Create, resume or keep the Zarr store at ``path``; returns its manifest."""
@@ -162,7 +183,11 @@ class _Run:
                 store = ZarrStore(path, "w", self.storage_options)  # empty, or our own unfinished store
                 store.set_attr("progress", {"identity": identity, "stage": "plan"})
                 started = time.perf_counter()
-                plan = self._plan(store, ex)
+                try:
+                    plan = self._plan(store, ex)
+                except BaseException as error:  # nothing computed: leave nothing that blocks the fix
+                    abandon(path, existing, identity, error, self.storage_options)
+                    raise
                 log.info("plan: %d documents, %d tokens (%d to embed after dedup) in %.2f s",
                          plan.counts.documents, plan.counts.tokens_in_documents, plan.counts.tokens,
                          time.perf_counter() - started)

@@ -16,13 +16,19 @@ Formats (``input_format``; ``"auto"`` picks by extension, then by content, see
   the file is parsed whole (SQuAD files are well under 100 MB); records are still yielded
   lazily.
 - ``text``: one document per line, field ``text``, id = the 0-based line index as a string
-  (``"0"``, ``"1"``...): the keys of AllenNLP's ``elmo`` command. A blank line is an empty
-  document, hence a bad record, as in AllenNLP; ids of the other lines do not move.
+  (``"0"``, ``"1"``...): the keys of AllenNLP's ``elmo`` command. Blank (empty or
+  whitespace-only) lines are skipped, as paragraph breaks are; ids of the other lines do not move.
 
 JSONL and text files stream: they are read in binary one line at a time and each line is
 decoded on its own, so an invalid UTF-8 byte sequence is reported with its line number and,
-under ``on_error="skip"``, costs only that line. Compressed data that is damaged or cut short
-is an :class:`InputError` naming the file.
+under ``on_error="skip"``, costs only that line. ``\\n``, ``\\r\\n`` and a lone ``\\r`` each end a
+line. Compressed data that is damaged or cut short is an :class:`InputError` naming the file.
+A directory is refused as one; a pipe or device (``/dev/stdin``, ``/dev/fd/N``, process
+substitution) is read once by ``precompute`` (:func:`is_stream`).
+
+Every position in a message counts from 1 and names its unit: ``in.jsonl: line 3: ...``,
+``dev.json: question 7: ... (question 2 of paragraph 1 of article 3)``, ``at byte 5 of the
+line``, ``at column 12``, ``token 2``.
 
 A record is normalized to ``{"id": ..., "fields": {name: text or token list}}`` and validated
 against ``cache_builder/schemas/input_record.schema.json``. Bad records (malformed JSON,
@@ -40,11 +46,14 @@ import codecs
 import contextlib
 import functools
 import gzip
+import io
 import json
 import lzma
+import os
 import re
+import stat
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -57,22 +66,30 @@ from elmo.schemas import load_schema
 
 
 class InputError(ValueError):
-    """A bad input record; ``str()`` reads ``FILE:LINE: field FIELD: reason``.
+    """A bad input record; ``str()`` reads ``FILE: UNIT LINE: field FIELD: reason``, e.g.
+    ``in.jsonl: line 3: field text: is empty`` or ``dev.json: question 7: ...``.
 
     ``line`` is ``None`` when the problem has no line (a SQuAD article or paragraph, then
-    located in the reason); the ``field FIELD:`` part is there when a field is to blame.
+    located in the reason); ``unit`` says what ``line`` counts ("line", or "question" in SQuAD
+    JSON), from 1; the ``field FIELD:`` part is there when a field is to blame.
     """
 
-    def __init__(self, path: str | Path, line: int | None, reason: str, field: str | None = None):
+    def __init__(self, path: str | Path, line: int | None, reason: str, field: str | None = None,
+                 unit: str = "line"):
         self.path = str(path)
         self.line = line
         self.field = field
         self.reason = reason
-        location = self.path if line is None else f"{self.path}:{line}"
+        self.unit = unit
+        location = self.path if line is None else f"{self.path}: {unit} {line}"
         super().__init__(f"{location}: " + (f"field {field}: " if field is not None else "") + reason)
 
+    def counted_in(self, unit: str) -> InputError:
+        """This error with its line counted in ``unit``."""
+        return self if unit == self.unit else InputError(self.path, self.line, self.reason, self.field, unit)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.path, self.line, self.reason, self.field)
+        return type(self), (self.path, self.line, self.reason, self.field, self.unit)
 
 
 @dataclass(frozen=True)
@@ -113,7 +130,7 @@ class _Item(NamedTuple):
     raw: str  # the record as read, for the rejects file
     value: Any  # the parsed record: a dict when it could be parsed
     problem: str | None = None  # why it could not be parsed
-    where: str = ""  # location in a nested file, e.g. "data[0].paragraphs[2].qas[1]"
+    where: str = ""  # place in a nested file, e.g. "question 2 of paragraph 3 of article 1"
 
 
 @contextlib.contextmanager
@@ -125,18 +142,37 @@ def _decompressing(name: str) -> Iterator[None]:
         raise InputError(name, None, f"damaged compressed data ({e})") from None
 
 
-def _decoded_lines(stream: BinaryIO, start_of_file: bool, name: str) -> Iterator[_Item]:
-    """Every line of a binary stream, decoded alone; the value is the text without its line
-    ending, or ``None`` with a problem when the line is not valid UTF-8. Lines are numbered
-    from 1 within the stream; a byte-order mark is dropped only at the start of a file."""
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of ``chunks`` (a binary stream's lines, each read up to its ``\\n``), each with
+    its ending: ``\\n``, ``\\r\\n`` and a lone ``\\r`` (classic Mac OS files) each end a line."""
+    for chunk in chunks:
+        if b"\r" not in chunk:
+            yield chunk
+            continue
+        start = 0
+        for lone in _LONE_CR.finditer(chunk):
+            yield chunk[start:lone.end()]
+            start = lone.end()
+        if start < len(chunk):
+            yield chunk[start:]
+
+
+def _decoded_lines(stream: Iterable[bytes], start_of_file: bool, name: str) -> Iterator[_Item]:
+    """Every line of a binary stream (see :func:`split_lines`), decoded alone; the value is the
+    text without its line ending, or ``None`` with a problem when the line is not valid UTF-8.
+    Lines are numbered from 1 within the stream; a byte-order mark is dropped only at the start
+    of a file."""
     with _decompressing(name):
-        for number, data in enumerate(stream, start=1):
+        for number, data in enumerate(split_lines(stream), start=1):
             data = data.removesuffix(b"\n").removesuffix(b"\r")
             try:
                 text = data.decode("utf-8-sig" if number == 1 and start_of_file else "utf-8")
             except UnicodeDecodeError as e:
                 yield _Item(number, data.decode("utf-8", errors="replace"), None,
-                            f"invalid UTF-8 at byte {e.start} of the line")
+                            f"invalid UTF-8 at byte {e.start + 1} of the line")
                 continue
             yield _Item(number, text, text)
 
@@ -173,13 +209,21 @@ def _read_jsonl(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_I
 
 
 def _read_text(stream: BinaryIO, name: str, start_of_file: bool) -> Iterator[_Item]:
-    """Each line a document; its id (the 0-based line index) is set by :func:`text_id` once the
-    line's number in the whole file is known."""
+    """Each line a document, blank lines skipped; its id (the 0-based line index) is set by
+    :func:`text_id` once the line's number in the whole file is known."""
     for item in _decoded_lines(stream, start_of_file, name):
         if item.problem is not None:
             yield item
-        else:
+        elif item.value.strip():
             yield item._replace(value={"id": text_id(item.line), "text": item.value})
+
+
+def blank_lines(location: str, storage_options: dict[str, Any] | None = None) -> list[int]:
+    """The 1-based numbers of the blank (empty or whitespace-only) lines of a text file, which the
+    text reader skips."""
+    with open_input(location, storage_options) as stream:
+        return [item.line for item in _decoded_lines(stream, True, location)
+                if item.value is not None and not item.value.strip()]
 
 
 def text_id(line: int) -> str:
@@ -209,6 +253,14 @@ def _member_list(parent: Any, key: str) -> tuple[list[Any], str | None]:
     return parent[key], None
 
 
+def squad_place(article: int, paragraph: int | None = None, question: int | None = None) -> str:
+    """A place in SQuAD JSON from its 0-based list indices, in words, counted from 1:
+    ``squad_place(0, 2, 1)`` is "question 2 of paragraph 3 of article 1"."""
+    parts = [f"{name} {index + 1}" for name, index in (("question", question), ("paragraph", paragraph),
+                                                        ("article", article)) if index is not None]
+    return " of ".join(parts)
+
+
 def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_Item]:
     """One item per question. A file that is not valid UTF-8 or JSON, or has no ``data`` list,
     raises :class:`InputError` whatever ``on_error`` says: nothing in it can be read."""
@@ -219,7 +271,7 @@ def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_I
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         raise InputError(path, data.count(b"\n", 0, e.start) + 1,
-                         f"invalid UTF-8 at byte {e.start - line_start} of the line") from None
+                         f"invalid UTF-8 at byte {e.start - line_start + 1} of the line") from None
     except json.JSONDecodeError as e:
         hint = " (JSON Lines? pass input_format='jsonl')" if e.msg == "Extra data" else ""
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}{hint}") from None
@@ -232,19 +284,18 @@ def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_I
     for a, article in enumerate(articles):
         paragraphs, problem = _member_list(article, "paragraphs")
         if problem is not None:
-            yield _Item(None, _dump(article), None, f"article {problem}", f"data[{a}]")
+            yield _Item(None, _dump(article), None, f"article {problem}", squad_place(a))
         for p, paragraph in enumerate(paragraphs):
             questions, problem = _member_list(paragraph, "qas")
             if problem is not None:
-                yield _Item(None, _dump(paragraph), None, f"paragraph {problem}",
-                            f"data[{a}].paragraphs[{p}]")
+                yield _Item(None, _dump(paragraph), None, f"paragraph {problem}", squad_place(a, p))
             for q, qa in enumerate(questions):
                 number += 1
                 record = qa
                 if isinstance(qa, dict):
                     record = {key: source[key] for key, source in
                               (("id", qa), ("context", paragraph), ("question", qa)) if key in source}
-                yield _Item(number, _dump(record), record, where=f"data[{a}].paragraphs[{p}].qas[{q}]")
+                yield _Item(number, _dump(record), record, where=squad_place(a, p, q))
 
 
 class Format(NamedTuple):
@@ -263,6 +314,27 @@ READERS: dict[str, Format] = {
 }
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text"}
 _SNIFF_BYTES = 1 << 20
+
+
+def is_stream(location: str) -> bool:
+    """Whether the input ``location`` is read once, by this process: a pipe (process substitution
+    ``<(...)``), a terminal or another device, or a name of one of this process's descriptors
+    (``/dev/stdin``, ``/dev/fd/N``, which another process would resolve to its own). A URL or a
+    local regular file is not: it can be reopened, also by other processes.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist.
+        IsADirectoryError: a local directory.
+    """
+    if "://" in location:
+        return False
+    try:
+        mode = os.stat(location).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input file not found: {location}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{location} is a directory, not an input file")
+    return not stat.S_ISREG(mode) or os.path.abspath(location).startswith(("/dev/", "/proc/"))
 
 
 def open_input(location: str, storage_options: dict[str, Any] | None = None) -> BinaryIO:
@@ -296,8 +368,8 @@ def detect_format(location: str | Path, storage_options: dict[str, Any] | None =
         head = f.read(_SNIFF_BYTES).removeprefix(codecs.BOM_UTF8).lstrip()
     if not head.startswith(b"{"):
         return "text"
-    first, newline, _ = head.partition(b"\n")
-    if not newline and len(head) == _SNIFF_BYTES:
+    first = next(split_lines(io.BytesIO(head)))
+    if first == head and len(head) == _SNIFF_BYTES:
         return "squad"
     try:
         obj = parse_json(first.decode("utf-8", errors="replace"))
@@ -347,7 +419,7 @@ def _schema_problem(instance: dict[str, Any], id_field: str) -> tuple[str, str |
     path = list(error.absolute_path)
     reason = _SCHEMA_REASONS.get(error.validator, lambda e: e.message)(error)
     if len(path) > 2:
-        reason = f"token {path[2]} {reason}"
+        reason = f"token {path[2] + 1} {reason}"
     field = id_field if path[:1] == ["id"] else (path[1] if len(path) > 1 else None)
     return reason, field
 
@@ -367,7 +439,7 @@ def validate(item: _Item, path: str, id_field: str, fields: Sequence[str]) -> Re
     """The item as a valid record, or :class:`InputError` naming ``path``, line and field."""
 
     def fail(reason: str, field: str | None = None) -> InputError:
-        where = f" (at {item.where})" if item.where else ""
+        where = f" ({item.where})" if item.where else ""
         return InputError(path, item.line, reason + where, field)
 
     if item.problem is not None:
@@ -426,9 +498,10 @@ class RecordLog:
         return True
 
     def reject(self, error: InputError, raw: str) -> None:
-        """Raise ``error``, or with ``on_error="skip"`` write it to the rejects file."""
+        """Raise ``error`` (its line counted in this input's unit), or with ``on_error="skip"``
+        write it to the rejects file."""
         if self._rejects is None:
-            raise error
+            raise error.counted_in(self.unit)
         self._rejects.write(_dump({"source": error.path, "line": error.line, "field": error.field,
                                    "reason": error.reason, "raw": raw}) + "\n")
         self.stats.rejected += 1
@@ -477,8 +550,9 @@ def read_records(
     """
     check_read_options(on_error, fields, rejects_path)
     location = str(path)
-    if "://" not in location and not Path(location).is_file():
-        raise FileNotFoundError(f"input file not found: {location}")
+    if is_stream(location):
+        raise ValueError(f"{location} is a pipe or device, which read_records does not read (it may open its "
+                         "input twice): save it to a file, or give it to precompute")
     input_format = detect_format(location) if input_format == "auto" else input_format
     if input_format not in READERS:
         raise ValueError(f"unknown input format {input_format!r}; known: auto, {', '.join(READERS)}")

@@ -90,7 +90,7 @@ def read_part(part: Part, source: Source, fields: tuple[str, ...], id_field: str
             first = first_line.get(record.doc_id)
             if first is not None:
                 raise InputError(source.location, item.line, f"duplicate id {record.doc_id!r}, first "
-                                 f"seen at {source.reader.unit} {first}", id_field)
+                                 f"seen at {source.unit} {first}", id_field)
         except InputError as error:
             rejects.append((error.line, error.field, error.reason, item.raw))
             if on_error == "raise":
@@ -191,7 +191,7 @@ class PlanWriter:
                 kept[d] = False
                 raw = self.source.raw_line(int(part.doc_starts[d])) if len(part.doc_starts) else doc_id
                 errors.append((line, self.log.id_field, f"duplicate id {doc_id!r}, first seen at "
-                                                        f"{self.source.reader.unit} {first}", raw))
+                                                        f"{self.source.unit} {first}", raw))
         if len(errors) > len(part.rejects):  # duplicates of earlier parts' ids: all lines are known
             errors.sort(key=lambda e: e[0])
         for line, f, reason, raw in errors:
@@ -284,7 +284,7 @@ def plan_source(source: Source, settings: Any, store: StoreWriter | None,
     """
     fields = embedded_fields(source, settings.fields)
     id_field = settings.id_field or "id"
-    log = RecordLog(source.reader.unit, id_field, settings.on_error, rejects_path, ReadStats())
+    log = RecordLog(source.unit, id_field, settings.on_error, rejects_path, ReadStats())
     parts = source.parts(settings.part_bytes)
     try:
         writer = PlanWriter(store, arrays, source, fields, log)

@@ -18,6 +18,7 @@ question (SQuAD v2.0 ``is_impossible``) has ``answer_start = answer_end = -1`` (
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,13 @@ import numpy as np
 import torch
 
 from cache_builder.cache import TokenView, pad_collate
-from cache_builder.inputs import ON_ERROR, InputError, json_problem, detect_format, parse_json
+from cache_builder.inputs import (ON_ERROR, InputError, detect_format, is_stream, json_problem, parse_json,
+                                  squad_place)
 
 if TYPE_CHECKING:
     from cache_builder.cache import EmbeddingCache
+
+log = logging.getLogger("elmo_cache")
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class QuestionAnswers:
         answers: in file order (SQuAD dev has several per question; training uses the first);
             empty for an unanswerable question.
         source, line: the file, and the 1-based line for JSONL (None for SQuAD JSON).
-        where: the question's place in a SQuAD JSON file, e.g. ``data[0].paragraphs[1].qas[2]``.
+        where: the question's place in a SQuAD JSON file, e.g. "question 3 of paragraph 2 of article 1".
     """
 
     qid: str
@@ -66,7 +70,25 @@ class QuestionAnswers:
 
     def error(self, reason: str, field: str | None = "answers") -> InputError:
         """An error naming this question's file and line (or place in the JSON)."""
-        return InputError(self.source, self.line, reason + (f" (at {self.where})" if self.where else ""), field)
+        return InputError(self.source, self.line, reason + (f" ({self.where})" if self.where else ""), field)
+
+
+@dataclass
+class AnswerSummary:
+    """What :func:`read_answers` read, moved and left out; ``str()`` is the one-line summary."""
+
+    questions: int = 0  # questions yielded
+    answers: int = 0  # answers yielded
+    relocated: int = 0  # answers not at their answer_start, found by their text (once in the context)
+    dropped_answers: int = 0  # answers that could not be located
+    dropped_questions: int = 0  # answerable questions left with no located answer
+    rejected: int = 0  # malformed questions skipped (on_error="skip")
+
+    def __str__(self) -> str:
+        return (f"{self.questions} questions with {self.answers} answers read; {self.relocated} answers "
+                f"located by their text (not at their answer_start), {self.dropped_answers} dropped (not "
+                f"found, or found more than once, in the context), {self.dropped_questions} questions "
+                f"dropped (no answer left), {self.rejected} malformed questions skipped")
 
 
 # ---------------------------------------------------------------------------- reading answers
@@ -78,7 +100,7 @@ def _jsonl_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
             try:
                 text = data.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                yield number, "", InputError(path, number, f"invalid UTF-8 at byte {e.start} of the line"), None
+                yield number, "", InputError(path, number, f"invalid UTF-8 at byte {e.start + 1} of the line"), None
                 continue
             if not text.strip():
                 continue
@@ -97,7 +119,7 @@ def _squad_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
     try:
         document = parse_json(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
-        raise InputError(path, None, f"invalid UTF-8 at byte {e.start} of the file") from None
+        raise InputError(path, None, f"invalid UTF-8 at byte {e.start + 1} of the file") from None
     except json.JSONDecodeError as e:
         raise InputError(path, e.lineno, f"malformed JSON: {e.msg} at column {e.colno}") from None
     except ValueError as e:
@@ -106,20 +128,20 @@ def _squad_questions(path: Path) -> Iterator[tuple[int | None, str, Any, Any]]:
     if not isinstance(articles, list):
         raise InputError(path, None, "not SQuAD JSON: no top-level 'data' list")
     for a, article in enumerate(articles):
-        for p, paragraph in enumerate(_members(path, article, "paragraphs", f"data[{a}]")):
+        for p, paragraph in enumerate(_members(path, article, "paragraphs", squad_place(a))):
             if isinstance(paragraph, InputError):
                 yield None, "", paragraph, None
                 continue
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
-            for q, qa in enumerate(_members(path, paragraph, "qas", f"data[{a}].paragraphs[{p}]")):
-                yield None, f"data[{a}].paragraphs[{p}].qas[{q}]", qa, context
+            for q, qa in enumerate(_members(path, paragraph, "qas", squad_place(a, p))):
+                yield None, squad_place(a, p, q), qa, context
 
 
 def _members(path: Path, parent: Any, key: str, where: str) -> list[Any]:
     """``parent[key]``, or one :class:`InputError` saying it is not there."""
     if isinstance(parent, dict) and isinstance(parent.get(key), list):
         return parent[key]
-    return [InputError(path, None, f"no {key!r} list (at {where})")]
+    return [InputError(path, None, f"no {key!r} list ({where})")]
 
 
 _SOURCES = {"jsonl": _jsonl_questions, "squad": _squad_questions}
@@ -134,8 +156,23 @@ def _answer_list(value: Any) -> Any:
     return value
 
 
-def _question(path: Path, line: int | None, where: str, qa: Any, context: Any) -> QuestionAnswers:
-    """Validate one question record."""
+def _locate(text: str, start: int, context: Any) -> int | None:
+    """Where ``text`` starts in ``context``: at ``start`` when it is there, else at its only
+    occurrence; ``None`` when it is at neither (a missing or wrong ``answer_start``, a text found
+    nowhere or more than once). Without a context, a non-negative ``start`` is taken as is (the
+    store's tokens check it later)."""
+    if not isinstance(context, str):
+        return start if start >= 0 else None
+    if start >= 0 and context[start:start + len(text)] == text:
+        return start
+    first = context.find(text)
+    return first if first >= 0 and context.find(text, first + 1) < 0 else None
+
+
+def _question(path: Path, line: int | None, where: str, qa: Any, context: Any,
+              summary: AnswerSummary) -> QuestionAnswers | None:
+    """Validate one question record; ``None`` when none of its answers can be located (counted
+    in ``summary``, like each answer dropped or relocated)."""
     qid = qa.get("id") if isinstance(qa, dict) else None
     if isinstance(qid, int) and not isinstance(qid, bool):
         qid = str(qid)
@@ -159,61 +196,79 @@ def _question(path: Path, line: int | None, where: str, qa: Any, context: Any) -
         text = answer.get("text") if isinstance(answer, dict) else None
         start = answer.get("answer_start") if isinstance(answer, dict) else None
         if not isinstance(text, str) or not text.strip():
-            raise found.error("must be a non-empty string", f"answers[{i}].text")
-        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-            raise found.error(f"must be a non-negative integer, got {start!r}", f"answers[{i}].answer_start")
-        if isinstance(context, str) and context[start:start + len(text)] != text:
-            raise found.error(f"{text!r} is not at character {start} of the context (there: "
-                              f"{context[start:start + len(text)]!r})", f"answers[{i}]")
-        parsed.append(Answer(text, start))
+            raise found.error(f"answer {i + 1}: text must be a non-empty string")
+        if not isinstance(start, int) or isinstance(start, bool):
+            raise found.error(f"answer {i + 1}: answer_start must be an integer, got {start!r}")
+        located = _locate(text, start, context)
+        if located is None:
+            summary.dropped_answers += 1
+            continue
+        summary.relocated += located != start
+        parsed.append(Answer(text, located))
+    if not parsed:
+        summary.dropped_questions += 1
+        return None
+    summary.answers += len(parsed)
     return QuestionAnswers(found.qid, tuple(parsed), str(path), line, where)
 
 
-def read_answers(path: str | Path, *, on_error: str = "raise",
-                 rejected: list[InputError] | None = None) -> Iterator[QuestionAnswers]:
+def read_answers(path: str | Path, *, on_error: str = "raise", rejected: list[InputError] | None = None,
+                 summary: AnswerSummary | None = None) -> Iterator[QuestionAnswers]:
     """The questions and answers of a SQuAD v1.1/v2.0 (or CMRC 2018) JSON file or a JSONL file of
     records ``{"id", "answers": [{"text", "answer_start"}], "is_impossible"?, "context"?}``, lazily,
     in file order. JSONL is read one line at a time.
 
-    Each answer must sit at its ``answer_start`` in the context when the record has one (SQuAD
-    JSON always does). A question with ``is_impossible: true`` is unanswerable (its
-    ``answers`` are ignored); any other needs at least one answer.
+    Real answer files hold answers that are not where ``answer_start`` says (CMRC 2018 dev: 193
+    with ``answer_start: -1``, 7 off by a few characters). When the record has a context, an
+    answer not at its ``answer_start`` is located by its text if that occurs exactly once in the
+    context, and dropped otherwise; a question keeps its other answers, and is dropped when none
+    is left. Both are counted in ``summary``, and logged (one warning) when the file is read. A
+    question with ``is_impossible: true`` is unanswerable (its ``answers`` are ignored); any other
+    needs at least one answer in the file.
 
     Args:
-        on_error: ``"raise"``: a bad question raises :class:`InputError` naming ``FILE:LINE``
-            (JSONL) or ``FILE`` and the question's place in the JSON, and the field.
-            ``"skip"``: bad questions are left out and their errors appended to ``rejected``.
-            A file that is not JSON at all raises either way.
+        on_error: ``"raise"``: a malformed question raises :class:`InputError` naming the file and
+            line (JSONL) or the question's place in the JSON, and the field. ``"skip"``: malformed
+            questions are left out and their errors appended to ``rejected``. A file that is not
+            JSON at all raises either way.
         rejected: where ``"skip"`` puts the errors.
+        summary: counts of what was read, relocated and dropped, updated while iterating.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"answers file not found: {path}")
+    if is_stream(str(path)):  # a missing path or a directory raises here
+        raise ValueError(f"{path} is a pipe or device; answers are read from a file (it is read twice)")
     fmt = detect_format(path)
     if fmt not in _SOURCES:
         raise ValueError(f"{path}: answers come from SQuAD JSON or JSONL, not {fmt}")
-    return _questions(path, fmt, on_error, rejected)
+    return _questions(path, fmt, on_error, rejected, summary if summary is not None else AnswerSummary())
 
 
-def _questions(path: Path, fmt: str, on_error: str, rejected: list[InputError] | None) -> Iterator[QuestionAnswers]:
+def _questions(path: Path, fmt: str, on_error: str, rejected: list[InputError] | None,
+               summary: AnswerSummary) -> Iterator[QuestionAnswers]:
     seen: set[str] = set()
     for line, where, qa, context in _SOURCES[fmt](path):
         try:
             if isinstance(qa, InputError):
                 raise qa
-            question = _question(path, line, where, qa, context)
-            if question.qid in seen:
+            question = _question(path, line, where, qa, context, summary)
+            if question is not None and question.qid in seen:
                 raise question.error(f"duplicate question id {question.qid!r}", "id")
         except InputError as error:
             if on_error == "raise":
                 raise
+            summary.rejected += 1
             if rejected is not None:
                 rejected.append(error)
             continue
+        if question is None:
+            continue
         seen.add(question.qid)
+        summary.questions += 1
         yield question
+    if summary.relocated or summary.dropped_answers or summary.rejected:
+        log.warning("%s: %s", path, summary)
 
 
 # ---------------------------------------------------------------------------- token spans

@@ -96,11 +96,6 @@ def run_identity(manifest_like: dict[str, Any]) -> dict[str, Any]:
             "batching": manifest_like["batching"], "backend": manifest_like["backend"]["format"]}
 
 
-def settings_identity(identity: dict[str, Any]) -> dict[str, Any]:
-    """An identity without the input's fingerprint, which is known only once the input is read."""
-    return {**identity, "input": {k: v for k, v in identity["input"].items() if k != "fingerprint"}}
-
-
 def manifest_head(bilm: BiLM, spec: LayerSpec, settings: PrecomputeSettings, fmt: str, input_name: str,
                   model_files: dict[str, Any] | None) -> dict[str, Any]:
     """The manifest without what reading the input tells (fingerprint, fields, counts).

@@ -28,7 +28,8 @@ from typing import Any, BinaryIO
 import fsspec
 from fsspec.utils import infer_compression
 
-from cache_builder.inputs import READERS, Format, _Item, detect_format, infer_fields, open_input, parse_json
+from cache_builder.inputs import (READERS, Format, _Item, detect_format, infer_fields, is_stream, open_input,
+                                  parse_json, split_lines)
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,15 @@ class _HashingStream:
         self._position = stream.tell() if start > 0 else 0
 
     def __iter__(self) -> Iterator[bytes]:
-        while self._end is None or self._position < self._end:
-            line = self._stream.readline()
-            if not line:
+        while self._end is None or self._position < self._end:  # parts are cut after a "\n"
+            chunk = self._stream.readline()
+            if not chunk:
                 return
-            self.line_starts.append(self._position)
-            self._position += len(line)
-            self.digest.update(line)
-            yield line
+            self.digest.update(chunk)
+            for line in split_lines([chunk]):  # lines a lone "\r" ends belong to the chunk's part
+                self.line_starts.append(self._position)
+                self._position += len(line)
+                yield line
 
     def read(self) -> bytes:
         data = self._stream.read()
@@ -92,6 +94,11 @@ class _Source:
     @property
     def reader(self) -> Format:
         return READERS[self.format]
+
+    @property
+    def unit(self) -> str:
+        """What a record's number counts, in messages: the format's unit ("line", "question")."""
+        return self.reader.unit
 
     def parts(self, part_bytes: int) -> list[Part]:
         return [Part(0)]
@@ -152,8 +159,8 @@ class FileSource(_Source):
 
     def __init__(self, location: str, input_format: str = "auto", storage_options: dict | None = None):
         refuse_credentials(location, "input")
-        if "://" not in location and not os.path.isfile(location):
-            raise FileNotFoundError(f"input file not found: {location}")
+        if is_stream(location):
+            raise ValueError(f"{location} is a pipe or device: open it with open_source, which reads it once")
         self.location, self.storage_options = location, storage_options or {}
         self.format = _check_format(detect_format(location, self.storage_options)
                                     if input_format == "auto" else input_format)
@@ -198,20 +205,22 @@ class FileSource(_Source):
         """The line starting at byte ``offset``, as the rejects file records it."""
         with open_input(self.location, self.storage_options) as stream:
             stream.seek(offset)
-            return stream.readline().rstrip(b"\r\n").decode("utf-8", errors="replace")
+            line = next(split_lines([stream.readline()]), b"")
+            return line.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
 
 class StdinSource(_Source):
-    """Standard input (or another binary stream): one part, read once, in the driver's process."""
+    """Standard input, or another binary stream (``name``: its path in messages): one part, read
+    once, in the driver's process."""
 
-    def __init__(self, input_format: str = "auto", stream: BinaryIO | None = None):
+    def __init__(self, input_format: str = "auto", stream: BinaryIO | None = None, name: str = "<stdin>"):
         self._stream = stream if stream is not None else sys.stdin.buffer
         if not hasattr(self._stream, "peek"):
             self._stream = io.BufferedReader(self._stream)
         if input_format == "auto":
             input_format = "jsonl" if self._stream.peek(1 << 16).lstrip().startswith(b"{") else "text"
         self.format = _check_format(input_format)
-        self.location = self.name = "<stdin>"
+        self.location = self.name = name
 
     def read(self, part: Part) -> PartItems:
         hashed = _HashingStream(self._stream)
@@ -223,7 +232,7 @@ class StdinSource(_Source):
         return hashlib.sha256(data).digest()
 
     def first_record(self) -> tuple[Any, int] | None:
-        head = self._stream.peek(1 << 20).split(b"\n")
+        head = list(split_lines(io.BytesIO(self._stream.peek(1 << 20))))
         for number, line in enumerate(head[:-1] if len(head) > 1 else head, start=1):
             try:
                 value = parse_json(line)
@@ -237,6 +246,8 @@ class StdinSource(_Source):
 class IterableSource(_Source):
     """A Python iterable of records (dicts, as JSONL lines hold them) or of texts (ids are their
     0-based positions, as for a text file): which, its first element decides."""
+
+    unit = "element"  # records are numbered by their place in the iterable, from 1
 
     def __init__(self, elements: Iterable[Any]):
         iterator = iter(elements)
@@ -279,11 +290,16 @@ Source = FileSource | StdinSource | IterableSource
 
 
 def open_source(source: Any, input_format: str = "auto", storage_options: dict | None = None) -> Source:
-    """A path, URL, ``"-"`` (standard input), or an iterable of records or texts, as a source."""
+    """A path, URL, ``"-"`` (standard input), or an iterable of records or texts, as a source. A
+    local pipe or device (``/dev/stdin``, ``/dev/fd/N``, process substitution) is read once, like
+    standard input (:func:`cache_builder.inputs.is_stream`); a directory is refused."""
     if isinstance(source, (str, os.PathLike)):
         location = os.fspath(source)
-        return StdinSource(input_format) if location == "-" else FileSource(location, input_format,
-                                                                            storage_options)
+        if location == "-":
+            return StdinSource(input_format)
+        if is_stream(location):
+            return StdinSource(input_format, open(location, "rb"), location)
+        return FileSource(location, input_format, storage_options)
     if isinstance(source, (bytes, dict)) or not isinstance(source, Iterable):
         raise TypeError(f"a source is a path, a URL, '-' or an iterable of records or texts, not "
                         f"{type(source).__name__}")

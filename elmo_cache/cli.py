@@ -200,8 +200,11 @@ def _load_model(args: argparse.Namespace):
 
 
 def _default_store(input_path: str) -> str:
-    if input_path == "-":
-        raise ValueError("reading standard input (-): name the store with -o")
+    from cache_builder.inputs import is_stream
+
+    if input_path == "-" or is_stream(input_path):
+        raise ValueError(f"reading {'standard input (-)' if input_path == '-' else input_path}, a stream: "
+                         "name the store with -o")
     return os.path.splitext(input_path.removesuffix(".gz"))[0] + ".elmo.zarr"
 
 

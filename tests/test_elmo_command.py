@@ -97,9 +97,18 @@ def test_bad_inputs_are_named(allennlp_model: Path, sentences: Path, tmp_path: P
     blank = tmp_path / "blank.txt"
     blank.write_text("a b\n\nc\n", encoding="utf-8")
     assert main(["elmo", str(blank), str(tmp_path / "o.hdf5"), "--all", *model]) == 2
-    assert capsys.readouterr().err == f"error: {blank}:2: field text: is empty\n"
+    assert capsys.readouterr().err == (f"error: {blank}: blank line 2: elmo writes one dataset per line and "
+                                       "refuses blank lines, as AllenNLP's does; remove them\n")
+    assert main(["elmo", "/dev/stdin", str(tmp_path / "o.hdf5"), "--all", *model]) == 2
+    assert capsys.readouterr().err.startswith("error: elmo reads its input twice (to embed, then for the keys): "
+                                              "save /dev/stdin to a file first")
+    old_mac = tmp_path / "old_mac.txt"  # a lone CR ends a line, as in AllenNLP (Python's universal newlines)
+    old_mac.write_bytes("\r".join(LINES).encode())
+    _elmo(str(old_mac), str(tmp_path / "mac.hdf5"), "--top", *model[:2])
+    with h5py.File(tmp_path / "mac.hdf5", "r") as f:
+        assert [f[str(i)].shape[0] for i in range(len(LINES))] == [len(line.split()) for line in LINES]
     assert main(["elmo", str(sentences), str(tmp_path / "o.hdf5"), "--all", "--use-sentence-keys", *model]) == 2
-    assert "sentences.txt:4: the sentence of line 1 again" in capsys.readouterr().err
+    assert "sentences.txt: line 4: the sentence of line 1 again" in capsys.readouterr().err
     assert not (tmp_path / "o.hdf5").exists()
     mine = tmp_path / "mine.hdf5"
     mine.write_text("not an export")

@@ -130,7 +130,7 @@ def test_jsonl_explicit_id_field_and_fields(tmp_path: Path) -> None:
 def test_jsonl_without_a_default_layout_asks_for_fields(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"id": "d1", "body": "B"}])
     for on_error in ("raise", "skip"):  # an option problem, not a record problem: never skipped
-        with pytest.raises(InputError, match=r"d\.jsonl:1: cannot tell which fields.*\['body', 'id'\].*pass fields"):
+        with pytest.raises(InputError, match=r"d\.jsonl: line 1: cannot tell which fields.*\['body', 'id'\].*pass fields"):
             list(read_records(path, on_error=on_error))
 
 
@@ -202,7 +202,7 @@ BAD_JSONL: dict[str, tuple[bytes | str | dict[str, Any], str | None, str]] = {
     "whitespace text": ({"id": "b", "text": " \t\n"}, "text", "is whitespace only"),
     "non-string text": ({"id": "b", "text": 42}, "text", "must be a string or a token list, got number"),
     "object text": ({"id": "b", "text": {"a": 1}}, "text", "must be a string or a token list, got object"),
-    "invalid UTF-8": (b'{"id": "b", "text": "caf\xe9"}', None, "invalid UTF-8 at byte 24 of the line"),
+    "invalid UTF-8": (b'{"id": "b", "text": "caf\xe9"}', None, "invalid UTF-8 at byte 25 of the line"),
     "lone surrogate": ('{"id": "b", "text": "half a pair \\ud83d here"}', "text", "lone surrogate"),
     "nested 10,000 deep": ('{"id": "b", "text": ' + "[" * 10_000 + "]" * 10_000 + "}", None,
                            "JSON nested too deeply to parse"),
@@ -221,7 +221,7 @@ def test_bad_jsonl_record_raises_with_file_line_field(tmp_path: Path, case: str)
     error = info.value
     assert (error.path, error.line, error.field) == (str(path), 2, field)
     assert reason in error.reason
-    prefix = f"{path}:2: " + (f"field {field}: " if field else "")
+    prefix = f"{path}: line 2: " + (f"field {field}: " if field else "")
     assert str(error) == prefix + error.reason
 
 
@@ -272,25 +272,23 @@ def test_bad_token_lists(tmp_path: Path) -> None:
         ["ok", LONG_TOKEN], "a string is text, not tokens"]
     assert [(r["line"], r["field"], r["reason"]) for r in read_rejects(default_rejects_path(path))] == [
         (2, "tokens", "is an empty token list"),
-        (3, "tokens", "token 1 must be a string, got number"),
-        (4, "tokens", "token 1 is whitespace only"),
-        (6, "tokens", "token 1 holds a lone surrogate (a \\ud800-\\udfff escape), which is not valid Unicode"),
+        (3, "tokens", "token 2 must be a string, got number"),
+        (4, "tokens", "token 2 is whitespace only"),
+        (6, "tokens", "token 2 holds a lone surrogate (a \\ud800-\\udfff escape), which is not valid Unicode"),
     ]
 
 
-def test_text_file_bad_lines(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "in.txt", ["First line .", "", b"caf\xe9 au lait", "   ", "Fifth line ."])
-    with pytest.raises(InputError, match=r"in\.txt:2: field text: is empty$"):
+def test_text_file_blank_lines_are_skipped_and_bad_lines_named(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "in.txt", ["First line .", "", b"caf\xe9 au lait", " \t ", "Fifth line ."])
+    with pytest.raises(InputError, match=r"in\.txt: line 3: invalid UTF-8 at byte 4 of the line$"):
         list(read_records(path))
     stats = ReadStats()
     records = list(read_records(path, on_error="skip", stats=stats))
-    assert [(r.doc_id, r.fields["text"]) for r in records] == [("0", "First line ."), ("4", "Fifth line .")]
+    assert [(r.doc_id, r.line, r.fields["text"]) for r in records] == [("0", 1, "First line ."),
+                                                                       ("4", 5, "Fifth line .")]
     assert [(r["line"], r["field"], r["reason"]) for r in read_rejects(default_rejects_path(path))] == [
-        (2, "text", "is empty"),
-        (3, None, "invalid UTF-8 at byte 3 of the line"),
-        (4, "text", "is whitespace only"),
-    ]
-    assert stats.rejected == 3
+        (3, None, "invalid UTF-8 at byte 4 of the line")]
+    assert stats.rejected == 1
 
 
 def test_squad_bad_questions_and_paragraphs(tmp_path: Path) -> None:
@@ -305,17 +303,17 @@ def test_squad_bad_questions_and_paragraphs(tmp_path: Path) -> None:
     path.write_text(json.dumps(squad, indent=2))
     with pytest.raises(InputError) as info:
         list(read_records(path))
-    assert str(info.value) == f"{path}:2: field id: missing id field (at data[0].paragraphs[0].qas[1])"
+    assert str(info.value) == f"{path}: question 2: field id: missing id field (question 2 of paragraph 1 of article 1)"
     stats = ReadStats()
     assert [r.doc_id for r in read_records(path, on_error="skip", stats=stats)] == ["q0-0-0"]
     rejects = read_rejects(default_rejects_path(path))
     assert [(r["line"], r["field"], r["reason"]) for r in rejects] == [
-        (2, "id", "missing id field (at data[0].paragraphs[0].qas[1])"),
-        (3, "question", "is whitespace only (at data[0].paragraphs[1].qas[0])"),
+        (2, "id", "missing id field (question 2 of paragraph 1 of article 1)"),
+        (3, "question", "is whitespace only (question 1 of paragraph 2 of article 1)"),
         (4, "id", "duplicate id 'q0-0-0', first seen at question 1"),
-        (5, "context", "must be a string or a token list, got number (at data[0].paragraphs[2].qas[0])"),
-        (6, "context", "must be a string or a token list, got number (at data[0].paragraphs[2].qas[1])"),
-        (None, None, "paragraph has no 'qas' list (at data[0].paragraphs[3])"),
+        (5, "context", "must be a string or a token list, got number (question 1 of paragraph 3 of article 1)"),
+        (6, "context", "must be a string or a token list, got number (question 2 of paragraph 3 of article 1)"),
+        (None, None, "paragraph has no 'qas' list (paragraph 4 of article 1)"),
     ]
     assert json.loads(rejects[0]["raw"])["question"] == paragraphs[0]["qas"][1]["question"]
     assert stats.rejected == 6
@@ -338,13 +336,13 @@ def test_squad_file_that_cannot_be_parsed_always_raises(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{\n  "data": [\n    {"paragraphs": ]\n  ]\n}\n')
     for on_error in ("raise", "skip"):
-        with pytest.raises(InputError, match=r"broken\.json:3: malformed JSON"):
+        with pytest.raises(InputError, match=r"broken\.json: line 3: malformed JSON"):
             list(read_records(path, input_format="squad", on_error=on_error))
     path.write_bytes(b'{\n"data": [\n\n"caf\xe9"]}')
-    with pytest.raises(InputError, match=r"broken\.json:4: invalid UTF-8 at byte 4 of the line"):
+    with pytest.raises(InputError, match=r"broken\.json: line 4: invalid UTF-8 at byte 5 of the line"):
         list(read_records(path, input_format="squad"))
     path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n')
-    with pytest.raises(InputError, match=r"broken\.json:2: malformed JSON: Extra data.*pass input_format='jsonl'"):
+    with pytest.raises(InputError, match=r"broken\.json: line 2: malformed JSON: Extra data.*pass input_format='jsonl'"):
         list(read_records(path, input_format="squad"))
     path.write_text('{"version": "1.1"}')
     with pytest.raises(InputError, match=r"broken\.json: not SQuAD JSON: the top level has no 'data' list"):
@@ -357,7 +355,7 @@ def test_streaming_reads_the_first_record_before_a_broken_end(tmp_path: Path) ->
         f.write(b'{"id": "last", "text": "cut off\xe2\x80')
     records = read_records(path)
     assert next(records).doc_id == "0"
-    with pytest.raises(InputError, match=r"big\.jsonl:1001: invalid UTF-8"):
+    with pytest.raises(InputError, match=r"big\.jsonl: line 1001: invalid UTF-8"):
         list(records)
 
 
@@ -383,7 +381,7 @@ def test_option_errors_raise_before_iteration(tmp_path: Path) -> None:
 
 def test_input_error_message_and_pickling() -> None:
     error = InputError("data/in.jsonl", 3, "is empty", "text")
-    assert str(error) == "data/in.jsonl:3: field text: is empty"
+    assert str(error) == "data/in.jsonl: line 3: field text: is empty"
     assert str(InputError("in.json", None, "not SQuAD JSON")) == "in.json: not SQuAD JSON"
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.path, copy.line, copy.field, copy.reason, str(copy)) == ("data/in.jsonl", 3, "text", "is empty",
@@ -402,7 +400,7 @@ def test_gzip_inputs_stream_with_their_line_numbers(tmp_path: Path) -> None:
     assert detect_format(packed) == "jsonl"
     assert [(r.doc_id, r.line) for r in read_records(packed, on_error="skip")] == [("g1", 1), ("g2", 3)]
     assert [r["line"] for r in read_rejects(default_rejects_path(packed))] == [2]
-    with pytest.raises(InputError, match=r"in\.jsonl\.gz:2: field text: is empty"):
+    with pytest.raises(InputError, match=r"in\.jsonl\.gz: line 2: field text: is empty"):
         list(read_records(packed))
     text = tmp_path / "in.txt.gz"
     text.write_bytes(gzip.compress(b"first line .\n\nthird line .\n"))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import pytest
@@ -250,3 +251,69 @@ def test_a_store_of_an_older_format_is_ours_to_replace_but_never_resumed(tmp_pat
     with pytest.raises(StoreError, match="format version 1.*--overwrite"):
         run(text, store, model_files)
     assert run(text, store, model_files, overwrite=True)["format_version"] == 2
+
+
+# -- a failed run leaves nothing that blocks the fix
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_run_failing_on_its_input_leaves_no_store_and_the_corrected_command_runs(tmp_path: Path, model_files,
+                                                                                    suffix: str):
+    source = write_lines(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": f"w{i} x ."} for i in range(50)]
+                         + [{"id": "late", "text": ""}])
+    store = tmp_path / f"s{suffix}"
+    with pytest.raises(InputError, match="51: field text: is empty"):
+        run(source, store, model_files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no store, staging store or lock
+    manifest = run(source, store, model_files, settings={"on_error": "skip"})  # no --overwrite
+    assert manifest["counts"]["documents"] == 50 and manifest["counts"]["rejected"] == 1
+
+    empty = write_lines(tmp_path / "empty.jsonl", [])
+    folder = tmp_path / "given"
+    folder.mkdir()
+    for output in (tmp_path / "new.zarr", folder):
+        with pytest.raises(InputError, match="no records to embed"):
+            run(empty, output, model_files)
+    assert not (tmp_path / "new.zarr").exists() and not (tmp_path / "new.zarr.lock").exists()
+    assert folder.is_dir() and not any(folder.iterdir())  # only what the run created is removed
+
+
+def test_a_reset_store_records_the_bad_record_its_run_failed_on_and_any_rerun_replaces_it(tmp_path: Path,
+                                                                                          model_files):
+    from cache_builder.verify import verify
+
+    store = tmp_path / "s.zarr"
+    run(write_lines(tmp_path / "good.txt", ["a b c ."]), store, model_files)
+    bad = write_lines(tmp_path / "bad.jsonl", [{"id": "a", "text": "x y"}, {"id": "b"}])
+    with pytest.raises(InputError):
+        run(bad, store, model_files, overwrite=True)  # the old store is gone: this run reset it
+    for read in (open_cache, lambda path: verify(path, sample=0)):
+        with pytest.raises(StoreError, match=rf"failed: bad record at line 2 of {bad} \(field text: missing\); it "
+                                             "holds no vectors.*no --overwrite needed"):
+            read(str(store))
+    manifest = run(bad, store, model_files, settings={"on_error": "skip"})  # other arguments, no --overwrite
+    assert manifest["counts"]["documents"] == 1
+    with open_cache(str(store)) as cache:
+        assert list(cache) == ["a"]
+
+
+def test_a_complete_hdf5_file_beside_a_half_deleted_staging_store_is_not_stuck(tmp_path: Path, model_files,
+                                                                               monkeypatch, caplog):
+    import shutil
+
+    text = write_lines(tmp_path / "in.txt", ["a b c .", "d e ."])
+    store, staging = tmp_path / "s.h5", tmp_path / "s.h5.partial.zarr"
+    with monkeypatch.context() as m:  # the run is stopped while it deletes its converted staging store
+        m.setattr("cache_builder.engine.shutil", SimpleNamespace(rmtree=lambda p: shutil.rmtree(Path(p) / "vectors")))
+        manifest = run(text, store, model_files)
+    assert (staging / "zarr.json").exists() and not (staging / "vectors").exists()
+    assert run(text, store, model_files) == manifest and not staging.exists()  # finished: deleted
+
+    staging.mkdir()  # what is left is no longer a store: never deleted, named
+    (staging / "token_row").mkdir()
+    with caplog.at_level("WARNING", logger="elmo_cache"):
+        assert run(text, store, model_files) == manifest
+    assert f"the folder {staging} beside it" in caplog.text and staging.exists()
+    store.unlink()
+    with pytest.raises(StoreError, match=f"delete the folder {staging} and re-run"):
+        run(text, store, model_files)

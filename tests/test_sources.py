@@ -18,6 +18,7 @@ from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.inputs import InputError
 from cache_builder.sources import FileSource, IterableSource, fingerprint, open_source
 from tests.cache_models import load
+from tests.test_inputs import write_lines
 from tests.test_scale_out import store_arrays
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,9 +91,60 @@ def test_an_iterable_of_texts_is_numbered_like_a_text_file(tmp_path: Path, model
 
 
 def test_bad_elements_of_an_iterable_name_their_position(tmp_path: Path, model_files):
-    with pytest.raises(InputError, match=r"^<records>:2: record is not a JSON object"):
+    with pytest.raises(InputError, match=r"^<records>: element 2: record is not a JSON object"):
         run([RECORDS[0], "a text among records"], tmp_path / "s.zarr", model_files)
     with pytest.raises(TypeError, match="a source is a path"):
         open_source(42)
     with pytest.raises(ValueError, match="credentials"):
         open_source("s3://key:secret@bucket/in.jsonl")
+
+
+# -- inputs a corpus really has
+
+
+@pytest.mark.parametrize("part_bytes", [5, 1 << 20])
+def test_blank_lines_are_skipped_and_a_lone_cr_ends_a_line(tmp_path: Path, model_files, part_bytes: int):
+    text = tmp_path / "in.txt"  # paragraphs separated by blank lines; old Mac, Windows and Unix endings
+    text.write_bytes(b"one two .\r\rthree .\r   \r\nfour five six .\r\n\nseven .\r")
+    manifest = run(text, tmp_path / "s.zarr", model_files, part_bytes=part_bytes)
+    assert (manifest["counts"]["documents"], manifest["counts"]["rejected"]) == (4, 0)
+    with open_cache(str(tmp_path / "s.zarr")) as cache:  # ids are 0-based line indexes, blank lines counted
+        assert {doc_id: cache.tokens(doc_id, "text").tokens for doc_id in cache} == {
+            "0": ["one", "two", "."], "2": ["three", "."], "4": ["four", "five", "six", "."], "6": ["seven", "."]}
+    records = tmp_path / "in.jsonl"
+    records.write_bytes(b"".join(json.dumps(r).encode() + b"\r" for r in RECORDS[:5]))
+    assert run(records, tmp_path / "r.zarr", model_files, part_bytes=part_bytes)["counts"]["documents"] == 5
+
+    blank = write_lines(tmp_path / "blank.txt", ["", "  ", "\t"])
+    with pytest.raises(InputError, match="no records to embed"):
+        run(blank, tmp_path / "b.zarr", model_files)
+
+
+def test_directories_pipes_and_descriptors_are_read_or_refused_by_name(tmp_path: Path, model_files):
+    from cache_builder.inputs import read_records
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for read in (lambda: run(folder, tmp_path / "d.zarr", model_files), lambda: list(read_records(folder))):
+        with pytest.raises(IsADirectoryError, match=f"^{folder} is a directory, not an input file$"):
+            read()
+    with pytest.raises(FileNotFoundError, match="input file not found"):
+        run(tmp_path / "missing.txt", tmp_path / "m.zarr", model_files)
+    lines = "".join(json.dumps(r) + "\n" for r in RECORDS)
+    (tmp_path / "in.jsonl").write_text(lines)
+    run(tmp_path / "in.jsonl", tmp_path / "ref.zarr", model_files)
+    options, weights = map(str, model_files)
+    cli = f"'{sys.executable}' '{REPO / 'cli.py'}' precompute"
+    model = f"--tokenizer whitespace -q --options '{options}' --weights '{weights}'"
+    given = f"'{tmp_path / 'in.jsonl'}'"
+    commands = {"fifo": f"{cli} <(cat {given}) -o '{tmp_path / 'fifo.zarr'}' {model}",  # process substitution
+                "stdin": f"{cli} /dev/stdin -o '{tmp_path / 'stdin.zarr'}' {model} < {given}",
+                "fd": f"{cli} /dev/fd/3 -o '{tmp_path / 'fd.zarr'}' {model} 3< {given}"}
+    for name, command in commands.items():
+        subprocess.run(["bash", "-c", command], check=True, cwd=REPO)
+        assert store_arrays(tmp_path / f"{name}.zarr") == store_arrays(tmp_path / "ref.zarr"), name
+    with open_cache(str(tmp_path / "fd.zarr")) as cache:
+        assert cache.info()["input"]["name"] == "/dev/fd/3"
+    refused = subprocess.run(["bash", "-c", f"{cli} <(echo a) {model}"], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: reading /dev/fd/")
+    assert refused.stderr.strip().endswith("a stream: name the store with -o")
