@@ -1,6 +1,7 @@
 """How vectors are stored: the one conversion from model output to stored rows, and back.
 
-A store's ``dtype`` names an :class:`Encoding` (registry :data:`ENCODINGS`). The engine calls
+A store's ``dtype`` names an :class:`Encoding` (registry :data:`ENCODINGS`), and its ``vectors``
+array's own dtype tells which (:func:`stored_encoding`: a reader trusts the array). The engine calls
 ``encode`` on the vectors it computed, ``(n_tokens, n_vector_layers, dim)`` float, and writes
 each returned array's rows at the same token rows; a reader calls ``decode`` on what it read.
 Every array an encoding returns holds one row per token: tasks write them region by region
@@ -126,6 +127,12 @@ ENCODINGS: dict[str, Encoding] = {
     "float32": FloatEncoding("float32", 0.0),
     "int8": Int8Encoding(),
 }
+
+
+def stored_encoding(vectors_dtype: str) -> Encoding | None:
+    """The encoding whose ``vectors`` array is stored as ``vectors_dtype`` (each stores it in a
+    dtype of its own), None for none: how a reader decodes, whatever the manifest says."""
+    return next((e for e in ENCODINGS.values() if e.arrays(1, 1)["vectors"][1] == vectors_dtype), None)
 
 
 def get_encoding(dtype: str) -> Encoding:
