@@ -8,7 +8,7 @@ Every array an encoding returns holds one row per token: tasks write them region
 (see ``layout.TASK_ARRAYS``).
 
 - ``float32``, ``float16``: one array ``vectors``, the cast (float16 rounds to nearest: the
-  error is at most 2^-11 of each value).
+  error is at most 2^-11 of each value, or 2^-25 absolute below 2^-14, where float16 is subnormal).
 - ``int8``: ``vectors`` int8 and ``vector_scale`` float16 ``(n_tokens, n_vector_layers)``,
   ``x ≈ q * s`` with ``q = round(x / s)`` and ``s`` the float16 just below ``max|x| / 127``
   over the ``dim`` values of one token and layer (so ``|q| <= 127``, and ``|x - q s| <= s / 2``

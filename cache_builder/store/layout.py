@@ -169,25 +169,26 @@ def check_description(store: StoreReader, manifest: dict[str, Any], spec: LayerS
             raise CorruptStoreError(f"{path}: the manifest says dtype {dtype}, but the vectors are stored as {stored}")
         encoding = found
     arrays = array_specs(spec, model["dim"], model["projection_dim"], encoding.name)
-    absent = sorted(set(arrays) - names - LATER_ARRAYS)
-    if absent:
-        raise CorruptStoreError(f"{path}: arrays {absent} are missing from a complete store")
+    absent = set(arrays) - names
+    if absent and absent != LATER_ARRAYS:  # a store written before them lacks them all
+        raise CorruptStoreError(f"{path}: arrays {sorted(absent - LATER_ARRAYS) or sorted(absent)} are missing "
+                                "from a complete store")
     for name in sorted(TASK_ARRAYS & arrays.keys()):  # the arrays whose rows the manifest describes
         array, want = store.array(name), arrays[name]
-        rows = (tuple(array.shape[1:]), str(array.dtype))
-        if rows != (want.tail, want.dtype):
-            raise CorruptStoreError(f"{path}: {name} holds rows of {rows[0]} {rows[1]}, but the manifest's layers, "
+        tail, held = tuple(array.shape[1:]), str(array.dtype)
+        if (tail, held) != (want.tail, want.dtype):
+            raise CorruptStoreError(f"{path}: {name} holds rows of {tail} {held}, but the manifest's layers, "
                                     f"model and dtype say {want.tail} {want.dtype}")
     fields = manifest["fields"]
-    if LATER_ARRAYS <= names:
+    if not absent:
         stored_fields = decode_strings(store.read("field_utf8"), store.read("field_offsets"))
         if stored_fields != fields:
             raise CorruptStoreError(f"{path}: the manifest says fields {fields}, but the index holds fields "
                                     f"{stored_fields}")
-    elif int(entry_field.max(initial=-1)) + 1 != len(fields):  # a store written before the names: their count
+    elif (numbered := int(entry_field.max(initial=-1)) + 1) != len(fields):  # without the names: their count
         raise CorruptStoreError(f"{path}: the manifest names {len(fields)} fields {fields}, but the index numbers "
-                                f"{int(entry_field.max(initial=-1)) + 1}")
-    return encoding, {name: a for name, a in arrays.items() if name in names}
+                                f"{numbered}")
+    return encoding, {name: a for name, a in arrays.items() if name not in absent}
 
 
 def manifest_kind(manifest: Any) -> str | None:
