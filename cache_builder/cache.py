@@ -11,9 +11,9 @@ import numpy as np
 
 from cache_builder.commit import FAILED
 from cache_builder.layers import LayerSpec, layer_spec_from_manifest
-from cache_builder.store import CorruptStoreError, StoreError, StoreReader, open_reader
-from cache_builder.store.encoding import Encoding, get_encoding
-from cache_builder.store.layout import array_specs, decode_strings, manifest_kind
+from cache_builder.store import StoreError, StoreReader, open_reader
+from cache_builder.store.encoding import Encoding
+from cache_builder.store.layout import check_description, decode_strings, manifest_kind
 from cache_builder.store.lock import writer_of
 from elmo.schemas import schema_errors
 
@@ -67,13 +67,10 @@ class EmbeddingCache:
         self.manifest: dict[str, Any] = manifest
         self.spec: LayerSpec = layer_spec_from_manifest(manifest["layers"])
         self.fields: list[str] = manifest["fields"]
-        self.encoding: Encoding = get_encoding(manifest["dtype"])
-        model = manifest["model"]
-        self.arrays = array_specs(self.spec, model["dim"], model["projection_dim"], manifest["dtype"])
-        absent = sorted(set(self.arrays) - store.names())
-        if absent:
-            raise CorruptStoreError(f"{store.path}: arrays {absent} are missing from a complete store")
-        self._dim = model["dim"]
+        self._entry_field = store.read("entry_field")
+        self.encoding: Encoding
+        self.encoding, self.arrays = check_description(store, manifest, self.spec, self._entry_field)
+        self._dim = manifest["model"]["dim"]
         self._vector_arrays = list(self.encoding.arrays(self.spec.n_vector_layers, self._dim))
         # where each kept layer comes from: None for layer 0's table, else its column of ``vectors``
         self._sources = ([] if self.spec.mix is not None else
@@ -81,7 +78,6 @@ class EmbeddingCache:
         ids = decode_strings(store.read("doc_id_utf8"), store.read("doc_id_offsets"))
         self._doc_rows = {doc_id: i for i, doc_id in enumerate(ids)}
         self._doc_offsets = store.read("doc_offsets")
-        self._entry_field = store.read("entry_field")
         self._entry_segment = store.read("entry_segment")
         self._segment_offsets = store.read("segment_offsets")
         # Layer 0's table is small (distinct tokens × projection): keep it in memory, widened to
@@ -291,6 +287,8 @@ def open_cache(path: str) -> EmbeddingCache:
 
     Raises:
         StoreError: no store, a foreign one, or an incomplete one (an interrupted run).
+        CorruptStoreError: an array missing or damaged, or a manifest that its arrays contradict
+            (dtype, fields, the vectors' rows).
     """
     return EmbeddingCache(open_reader(path))
 

@@ -5,8 +5,8 @@ before any model runs.
    tokens → the part's distinct segments, as compact arrays (:class:`PartResult`).
 2. :class:`PlanWriter` (the driver, parts in input order): drops ids and segments seen in
    earlier parts, numbers segments and token types globally, and appends every array that is
-   not a vector (index, ids, tokens, spans, type table, offsets) to the store. It only merges
-   hashes and remaps type numbers, so it keeps up with many workers.
+   not a vector (index, ids, field names, tokens, spans, type table, offsets) to the store. It
+   only merges hashes and remaps type numbers, so it keeps up with many workers.
 3. :func:`make_tasks`: the embedding pass's tasks, a pure function of the plan's arrays and
    the settings (never of the workers), each owning whole storage objects of the vector arrays.
 """
@@ -129,7 +129,8 @@ def read_part(part: Part, source: Source, fields: tuple[str, ...], id_field: str
 
 # Arrays the plan writes, by appending (see :mod:`cache_builder.store.layout`).
 PLAN_ARRAYS = ("token_row", "token_spans", "type_offsets", "type_utf8", "segment_offsets", "segment_hash",
-               "doc_offsets", "doc_id_offsets", "doc_id_utf8", "entry_field", "entry_segment")
+               "doc_offsets", "doc_id_offsets", "doc_id_utf8", "entry_field", "entry_segment", "field_offsets",
+               "field_utf8")
 
 
 @dataclass
@@ -172,6 +173,9 @@ class PlanWriter:
                 self._out[name] = Appender(store, name, 0)
             for name in OFFSET_ARRAYS:
                 self._out[name].append(np.zeros(1, dtype=np.int64))
+            utf8, ends = encode_strings(list(fields), 0)  # what ``entry_field`` numbers, beside the manifest's copy
+            self._out["field_utf8"].append(utf8)
+            self._out["field_offsets"].append(ends)
         self._doc_lines: dict[str, int] = {}
         self._segments: dict[bytes, int] = {}
         self._types: dict[str, int] = {}

@@ -1,5 +1,6 @@
-"""``verify``: read every chunk of every array (each object must exist and pass its checksum),
-check counts, recompute a sample of segments with the model."""
+"""``verify``: check the manifest against the arrays (at open: dtype, fields, the vectors'
+rows), read every chunk of every array (each object must exist and pass its checksum), check
+counts, recompute a sample of segments with the model."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def verify(path: str, bilm: BiLM | None = None, sample: int = 16) -> VerifyRepor
     report = VerifyReport()
     try:
         cache = open_cache(path)
-    except CorruptStoreError as e:  # an index array or a whole array is missing or damaged
+    except CorruptStoreError as e:  # an array missing or damaged, or a manifest its arrays contradict
         report.problems.append(str(e))
         return report
     with cache:
@@ -126,7 +127,7 @@ def _recompute(cache: EmbeddingCache, bilm: BiLM | None, sample: int, report: Ve
     if model_fingerprint(bilm) != model["fingerprint"]:
         report.problems.append("the model given is not the one the store was built with (fingerprint differs)")
         return
-    spec, dtype = cache.spec, cache.manifest["dtype"]
+    spec, dtype = cache.spec, cache.encoding.name  # the arrays' own, which open_cache checked the manifest against
     relative = RELATIVE_TOLERANCE[dtype] + RELATIVE_TOLERANCE[cache.manifest.get("compute_dtype", "float32")]
     max_tokens = cache.manifest["batching"]["max_tokens"]
     n = cache.n_segments

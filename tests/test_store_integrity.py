@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +17,12 @@ import numpy as np
 import pytest
 
 from cache_builder import open_cache
+from cache_builder.commit import copy_store
 from cache_builder.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec
-from cache_builder.store import CorruptStoreError, StoreError, open_reader
+from cache_builder.store import BACKENDS, CorruptStoreError, Hdf5Store, StoreError, open_reader, store_format
 from cache_builder.verify import verify
+from elmo_cache.cli import main
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines
 
@@ -93,6 +96,96 @@ def test_store_of_other_data_is_not_overwritten(tmp_path: Path, model_files):
         f["x"] = np.zeros(3)
     with pytest.raises(StoreError, match="not an elmo-cache store"):
         build(corpus(tmp_path / "in.txt", 3), tmp_path / "other.h5", model_files)
+
+
+# -- a manifest that misdescribes its arrays
+
+
+SQUAD = REPO / "data" / "sample_squad.jsonl"  # two fields: context, question
+
+
+@pytest.fixture(scope="module")
+def two_field_stores(tmp_path_factory: pytest.TempPathFactory, model_files) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("two_fields")
+    stores = {}
+    for dtype in ("int8", "float16"):
+        stores[f"{dtype}.zarr"] = folder / f"{dtype}.zarr"
+        precompute(str(SQUAD), str(stores[f"{dtype}.zarr"]), load(model_files),
+                   PrecomputeSettings(LayerSpec((0, 1, 2)), tokenizer="whitespace", dtype=dtype,
+                                      fields=("context", "question")),
+                   model_files=tuple(map(str, model_files)), progress=False)
+    stores["int8.h5"] = folder / "int8.h5"  # what an HDF5 run converts its staging store to, in-process
+    source, target = open_reader(str(stores["int8.zarr"])), Hdf5Store(str(stores["int8.h5"]), "w")
+    copy_store(source, target)
+    source.close()
+    target.close()
+    return stores
+
+
+def _copy(stores: dict[str, Path], name: str, folder: Path) -> Path:
+    store = folder / name
+    (shutil.copytree if stores[name].is_dir() else shutil.copy)(stores[name], store)
+    return store
+
+
+def _rewrite_manifest(store: Path, **changes) -> None:
+    writer = BACKENDS[store_format(str(store))](str(store), "a")
+    writer.set_attr("manifest", {**writer.get_attr("manifest"), **changes})
+    writer.close()
+
+
+@pytest.mark.parametrize(("name", "changes", "says"), [
+    ("int8.zarr", {"dtype": "float16"}, "the manifest says dtype float16, but the vectors are stored as int8"),
+    ("int8.h5", {"dtype": "float32"}, "the manifest says dtype float32, but the vectors are stored as int8"),
+    ("float16.zarr", {"dtype": "int8"}, "the manifest says dtype int8, but the vectors are stored as float16"),
+    ("int8.zarr", {"fields": ["question", "context"]},
+     "the manifest says fields ['question', 'context'], but the index holds fields ['context', 'question']"),
+    ("int8.h5", {"fields": ["question", "context"]},
+     "the manifest says fields ['question', 'context'], but the index holds fields ['context', 'question']"),
+    ("float16.zarr", {"layers": {"layers": [0, 1]}},
+     "vectors holds rows of (2, 16) float16, but the manifest's layers, model and dtype say (1, 16) float16"),
+])
+def test_a_manifest_that_misdescribes_its_arrays_is_refused(two_field_stores, tmp_path: Path, capsys,
+                                                            name: str, changes: dict, says: str):
+    """An edited dtype made lookups return raw int8 codes, swapped fields relabeled context and
+    question, and ``verify --sample 0`` passed: the arrays say what they hold, and reading and
+    verify check the manifest against them."""
+    store = _copy(two_field_stores, name, tmp_path)
+    with open_cache(str(store)) as cache:  # as built: the question field holds the question
+        assert cache.tokens("en-bank-q0", "question").tokens == "Where did he open an account?".split()
+    _rewrite_manifest(store, **changes)
+    with pytest.raises(CorruptStoreError) as raised:
+        open_cache(str(store))
+    assert str(raised.value) == f"{store}: {says}"
+    report = verify(str(store), sample=0)
+    assert report.problems == [f"{store}: {says}"]
+    assert main(["verify", str(store), "--sample", "0"]) != 0
+    assert f"PROBLEM: {store}: {says}" in capsys.readouterr().out
+    assert main(["lookup", str(store), "en-bank-q0", "--field", "question"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(f"{store}: {says}\n")  # one line
+
+
+def test_a_store_without_the_field_names_still_opens_and_checks_what_it_can(two_field_stores, tmp_path: Path):
+    """A store written before the field names were stored (the same layout less
+    ``field_offsets``/``field_utf8``) opens and verifies; the count of its fields and its dtype
+    are still checked against the manifest."""
+    store = _copy(two_field_stores, "int8.zarr", tmp_path)
+    writer = BACKENDS["zarr"](str(store), "a")
+    writer.delete("field_utf8")
+    with pytest.raises(CorruptStoreError, match=r": arrays \['field_utf8'\] are missing from a complete store$"):
+        open_cache(str(store))  # one without the other is damage
+    writer.delete("field_offsets")
+    writer.close()
+    with open_cache(str(store)) as cache, open_cache(str(two_field_stores["int8.zarr"])) as built:
+        np.testing.assert_array_equal(cache.lookup("en-bank-q1", "question"), built.lookup("en-bank-q1", "question"))
+    assert verify(str(store), sample=2).ok
+    _rewrite_manifest(store, fields=["context"])
+    with pytest.raises(CorruptStoreError, match=r": the manifest names 1 fields \['context'\], but the index numbers 2$"):
+        open_cache(str(store))
+    _rewrite_manifest(store, fields=["context", "question"], dtype="float32")
+    assert verify(str(store), sample=0).problems == [
+        f"{store}: the manifest says dtype float32, but the vectors are stored as int8"]
 
 
 def _cli(*args: str) -> list[str]:

@@ -18,9 +18,15 @@ segment_hash   (n_segments, 16) uint8            content hash of the tokenized t
 doc_offsets    (n_docs + 1,) int64               document d owns entries ``[off[d], off[d+1])``
 doc_id_offsets (n_docs + 1,) int64               document ids, as for types
 doc_id_utf8    (n_doc_id_bytes,) uint8
-entry_field    (n_entries,) int16                field number (manifest ``fields``)
+entry_field    (n_entries,) int16                field number: a row of the field names
 entry_segment  (n_entries,) int64                segment of that document field
+field_offsets  (n_fields + 1,) int64             field names (manifest ``fields``), as for types
+field_utf8     (n_field_bytes,) uint8
 ============== ================================ =============================================
+
+The arrays carry what reading depends on, so that the manifest cannot contradict them
+(:func:`check_description`): the encoding is ``vectors``' own dtype (plus its scale array), the
+field names are ``field_utf8``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from cache_builder.layers import LayerSpec
-from cache_builder.store.encoding import get_encoding
+from cache_builder.store.base import CorruptStoreError, StoreReader
+from cache_builder.store.encoding import Encoding, get_encoding, stored_encoding
 
 FORMAT_NAME = "elmo-cache"
 # 2: vectors in small uncompressed chunks, every chunk written (a missing object is an error,
@@ -89,6 +96,8 @@ def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> d
         "doc_id_utf8": ((), "uint8"),
         "entry_field": ((), "int16"),
         "entry_segment": ((), "int64"),
+        "field_offsets": ((), "int64"),
+        "field_utf8": ((), "uint8"),
     }
     for name, (tail, dt) in index.items():  # token_row is read by every lookup of layer 0: no codec
         arrays[name] = ArraySpec(tail, dt, _rows(tail, dt, INDEX_CHUNK_BYTES, 256), name != "token_row")
@@ -99,7 +108,11 @@ def array_specs(spec: LayerSpec, dim: int, projection_dim: int, dtype: str) -> d
     return arrays
 
 
-OFFSET_ARRAYS = ("type_offsets", "segment_offsets", "doc_offsets", "doc_id_offsets")  # start with a 0 row
+OFFSET_ARRAYS = ("type_offsets", "segment_offsets", "doc_offsets", "doc_id_offsets",
+                 "field_offsets")  # start with a 0 row
+# Arrays added within format version 2: a store written before lacks them, and reading checks
+# what it can without them.
+LATER_ARRAYS = frozenset({"field_offsets", "field_utf8"})
 
 
 def task_chunking(array: ArraySpec, task_rows: int) -> tuple[int, int]:
@@ -127,6 +140,55 @@ def bytes_per_token_estimate(spec: LayerSpec, dim: int, dtype: str) -> int:
     """Uncompressed bytes each token costs (vectors, type row, span), layer 0's table aside."""
     arrays = get_encoding(dtype).arrays(spec.n_vector_layers, dim).values()
     return sum(int(np.prod(tail)) * np.dtype(dt).itemsize for tail, dt in arrays) + 4 + 8
+
+
+def check_description(store: StoreReader, manifest: dict[str, Any], spec: LayerSpec,
+                      entry_field: np.ndarray) -> tuple[Encoding, dict[str, ArraySpec]]:
+    """Check what the manifest says reading depends on against the arrays themselves, so that an
+    edited manifest cannot change what lookups return.
+
+    Args:
+        store: a complete store.
+        manifest: its (schema-valid) manifest; ``spec`` its layers.
+        entry_field: ``(n_entries,)`` the store's ``entry_field`` array.
+
+    Returns:
+        The encoding the arrays hold (``vectors``' own dtype) and the store's arrays
+        (:func:`array_specs`, less :data:`LATER_ARRAYS` a store written before them lacks).
+
+    Raises:
+        CorruptStoreError: one line naming the store and what disagrees (the dtype, the fields, a
+            vector array's rows) or is missing.
+    """
+    path, names, model, dtype = store.path, store.names(), manifest["model"], manifest["dtype"]
+    encoding = get_encoding(dtype)
+    if "vectors" in names:  # else reported missing below
+        stored = str(store.array("vectors").dtype)
+        found = stored_encoding(stored)
+        if found is None or found.name != dtype:
+            raise CorruptStoreError(f"{path}: the manifest says dtype {dtype}, but the vectors are stored as {stored}")
+        encoding = found
+    arrays = array_specs(spec, model["dim"], model["projection_dim"], encoding.name)
+    absent = set(arrays) - names
+    if absent and absent != LATER_ARRAYS:  # a store written before them lacks them all
+        raise CorruptStoreError(f"{path}: arrays {sorted(absent - LATER_ARRAYS) or sorted(absent)} are missing "
+                                "from a complete store")
+    for name in sorted(TASK_ARRAYS & arrays.keys()):  # the arrays whose rows the manifest describes
+        array, want = store.array(name), arrays[name]
+        tail, held = tuple(array.shape[1:]), str(array.dtype)
+        if (tail, held) != (want.tail, want.dtype):
+            raise CorruptStoreError(f"{path}: {name} holds rows of {tail} {held}, but the manifest's layers, "
+                                    f"model and dtype say {want.tail} {want.dtype}")
+    fields = manifest["fields"]
+    if not absent:
+        stored_fields = decode_strings(store.read("field_utf8"), store.read("field_offsets"))
+        if stored_fields != fields:
+            raise CorruptStoreError(f"{path}: the manifest says fields {fields}, but the index holds fields "
+                                    f"{stored_fields}")
+    elif (numbered := int(entry_field.max(initial=-1)) + 1) != len(fields):  # without the names: their count
+        raise CorruptStoreError(f"{path}: the manifest names {len(fields)} fields {fields}, but the index numbers "
+                                f"{numbered}")
+    return encoding, {name: a for name, a in arrays.items() if name not in absent}
 
 
 def manifest_kind(manifest: Any) -> str | None:
