@@ -39,7 +39,7 @@ from cache_builder.store import StoreError, ZarrStore, store_format
 from cache_builder.store.lock import RunLock
 from cache_builder.store.encoding import get_encoding
 from cache_builder.store.layout import TASK_ARRAYS, array_specs, bytes_per_token_estimate, task_chunking
-from cache_builder.tasks import TASK_DONE, TaskContext, forget, iter_done, run_task
+from cache_builder.tasks import TASK_DONE, TaskContext, finish_writes, forget, iter_done, run_task
 from elmo import BiLM, load_default_bilm
 from elmo.runtime import resolve_device, resolve_dtype
 
@@ -248,7 +248,8 @@ class _Run:
             if t.number in done and t.kind == "tokens":
                 documents.task_done(t.number)
         ctx = TaskContext(store.path, self.storage_options or {}, _digest(identity), self._model_key,
-                          self.spec, self.settings.dtype, self.settings.max_tokens, self.settings.batch_tokens)
+                          self.spec, self.settings.dtype, self.settings.max_tokens, self.settings.batch_tokens,
+                          write_behind=isinstance(ex, InProcess))
         bar = EmbedBar(plan.counts.tokens, sum(t.stop - t.start for t in tasks if t.number in done
                                                and t.kind == "tokens"), documents, self.progress)
         reported = 0
@@ -264,6 +265,7 @@ class _Run:
                     bar.tokens(rows - reported)
                     bar.task_done(todo[i].number)
                 reported = 0
+            finish_writes(ctx)
         finally:
             bar.close()
             forget(ctx)

@@ -6,7 +6,11 @@ A task runs in the driver's process or on a Dask worker; either way the process 
 copy of the model (:func:`install_model`), its open stores and their token-type tables.
 Within a task three stages overlap (torch releases the GIL while it computes): a thread
 prepares length-bucketed batches (pinned host memory on a GPU), the calling thread runs the
-model, and a thread copies its outputs into the task's rows.
+model, and a thread copies its outputs into the task's rows. Across tasks, where the driver runs
+them itself (``TaskContext.write_behind``), a task hands its rows to the process's writer
+thread and returns, so the next task computes while they are encoded and written
+(:class:`_WriteBehind`); a Dask worker writes before its task returns (a task's result there
+means its rows are stored).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,6 +50,8 @@ class TaskContext:
         spec: kept layers or the mix; ``dtype`` the stored precision.
         max_tokens: texts are run in pieces of at most this many tokens (see ``split_long``).
         batch_tokens: padded tokens per model batch.
+        write_behind: tasks run in this process one after the other and return before their
+            rows are written; the caller then calls :func:`finish_writes` after the last.
     """
 
     store: str
@@ -55,12 +62,14 @@ class TaskContext:
     dtype: str
     max_tokens: int
     batch_tokens: int
+    write_behind: bool = False
 
 
 # This process's share of a run: models by key, open stores and token-type tables by plan.
 _MODELS: dict[str, BiLM] = {}
 _STORES: dict[str, ZarrStore] = {}
 _TYPES: dict[str, list[str]] = {}
+_WRITERS: dict[str, _WriteBehind] = {}
 _LOCK = threading.Lock()
 
 
@@ -91,15 +100,40 @@ def _types(ctx: TaskContext, store: ZarrStore) -> list[str]:
         return _TYPES[ctx.plan]
 
 
+def _writer(ctx: TaskContext, store: ZarrStore) -> _WriteBehind:
+    with _LOCK:
+        if ctx.plan not in _WRITERS:
+            _WRITERS[ctx.plan] = _WriteBehind(store)
+        return _WRITERS[ctx.plan]
+
+
+def finish_writes(ctx: TaskContext) -> None:
+    """Wait until every task this process ran has its rows and its done marker written.
+
+    Raises:
+        The first write's error (a full disk, a lost connection).
+    """
+    writer = _WRITERS.get(ctx.plan)
+    if writer is not None:
+        writer.wait()
+
+
 def forget(ctx: TaskContext) -> None:
-    """Drop this process's caches of a run (its store handle and token types)."""
+    """Drop this process's caches of a run (its store handle, token types and writer), once the
+    writes already handed over are done (a failed run keeps every task it finished); a write's
+    error is :func:`finish_writes`'s to report, or secondary to the one that ended the run."""
+    with _LOCK:
+        writer = _WRITERS.pop(ctx.plan, None)
+    if writer is not None:
+        writer.close()
     with _LOCK:
         _STORES.pop(ctx.plan, None)
         _TYPES.pop(ctx.plan, None)
 
 
 def run_task(task: Task, ctx: TaskContext, on_progress: Callable[[int], None] | None = None) -> int:
-    """Compute and write ``task``'s rows, then mark it done. Returns the rows written.
+    """Compute and write ``task``'s rows, then mark it done. Returns its rows. With
+    ``ctx.write_behind`` the rows and the mark are written while the next task computes.
 
     Args:
         on_progress: called with each batch's rows of a token task (progress within a task).
@@ -108,11 +142,69 @@ def run_task(task: Task, ctx: TaskContext, on_progress: Callable[[int], None] | 
     if model is None:
         raise RuntimeError(f"no model {ctx.model!r} in this process: install_model was not called")
     store = _store(ctx)
-    rows = _token_rows(task, ctx, store, model, on_progress) if task.kind == "tokens" else _type_rows(task, ctx, store, model)
+    if ctx.write_behind:
+        _writer(ctx, store).check()  # an earlier task's write failed: stop before computing
+    if task.kind == "tokens":  # encoded by the writer (int8's quantizing is work of its own)
+        rows = partial(get_encoding(ctx.dtype).encode, _token_rows(task, ctx, store, model, on_progress))
+    else:
+        rows = partial(dict, _type_rows(task, ctx, store, model))
+    if ctx.write_behind:
+        _writer(ctx, store).submit(task, rows)
+    else:
+        _write(store, task, rows())
+    return task.stop - task.start
+
+
+def _write(store: ZarrStore, task: Task, rows: dict[str, np.ndarray]) -> None:
+    """A task's rows (name → rows from ``task.start``), then its done marker."""
     for name, data in rows.items():
         store.write(name, task.start, data)
     store.write(TASK_DONE, task.number, np.ones(1, dtype=np.uint8))
-    return task.stop - task.start
+
+
+class _WriteBehind:
+    """Writes tasks' rows, then their done markers, in a thread of its own: one task's rows in
+    flight while the next task computes (so at most two tasks' rows are held).
+
+    Used by one thread, the one running the tasks. A failed write stops the writes after it
+    (their tasks stay not done, and a re-run redoes them) and is raised by the next :meth:`check`, :meth:`submit` or :meth:`wait`; a marker is
+    written only after all its task's rows are.
+    """
+
+    def __init__(self, store: ZarrStore):
+        self.store = store
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def check(self) -> None:
+        """Raise the error of a write that failed."""
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, task: Task, rows: Callable[[], dict[str, np.ndarray]]) -> None:
+        """Write ``rows()`` (name → the task's rows, computed in the writer's thread: encoding)
+        at ``task.start``, then mark ``task`` done; waits first for the previous task's write."""
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(task, rows), daemon=True,
+                                        name=f"write task {task.number}")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the write in flight; raise the error of any that failed."""
+        self.close()
+        self.check()
+
+    def close(self) -> None:
+        """Wait for the write in flight."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _write(self, task: Task, rows: Callable[[], dict[str, np.ndarray]]) -> None:
+        try:
+            _write(self.store, task, rows())
+        except BaseException as e:  # raised in the tasks' thread
+            self._error = e
 
 
 def _type_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM) -> dict[str, np.ndarray]:
@@ -193,7 +285,7 @@ def _token_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM,
         t.join()
     if errors:
         raise errors[0]
-    return encoding.encode(out)
+    return out
 
 
 class _Pipe:

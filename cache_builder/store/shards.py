@@ -148,7 +148,8 @@ class ZarrChunks:
                 or sharding and ([type(c) for c in sharding.index_codecs] != [BytesCodec, Crc32cCodec]
                                  or sharding.index_location.value != "end")):
             raise StoreError(f"array {path!r}: not laid out as elmo-cache writes arrays ({metadata.codecs})")
-        self.blosc = BloscCodec in kinds
+        # the numcodecs compressor of zarr's BloscCodec (its settings), None when uncompressed
+        self.blosc = _numcodecs_blosc(codecs[1]) if BloscCodec in kinds else None
         self.chunk_rows = inner[0]
         self.shard_chunks = outer[0] // self.chunk_rows if sharding else None  # None: one chunk per object
         self._zeros = (0,) * (len(self.shape) - 1)
@@ -156,7 +157,8 @@ class ZarrChunks:
         self._indexes: dict[int, np.ndarray] = {}  # shard → (shard_chunks, 2) uint64 (offset, nbytes)
         self._keys: dict[int, str] = {}
 
-    def _key(self, shard: int) -> str:
+    def key(self, shard: int) -> str:
+        """The key of storage object ``shard`` (of chunk ``shard`` when unsharded)."""
         key = self._keys.get(shard)
         if key is None:
             key = self._keys[shard] = f"{self.path}/{self._key_encoding.encode_chunk_key((shard, *self._zeros))}"
@@ -164,7 +166,7 @@ class ZarrChunks:
 
     def fetch(self, numbers: Sequence[int]) -> list[bytes]:
         if self.shard_chunks is None:
-            requests = [(self._key(c), 0, None) for c in numbers]
+            requests = [(self.key(c), 0, None) for c in numbers]
             return [self._decode(raw, None, key, c)
                     for c, (key, _, _), raw in zip(numbers, requests, self.objects.fetch(requests))]
         self._load_indexes(sorted({c // self.shard_chunks for c in numbers} - self._indexes.keys()))
@@ -175,15 +177,15 @@ class ZarrChunks:
             if offset == EMPTY:
                 raise CorruptStoreError(f"array {self.path!r}: chunk {c} (rows {c * self.chunk_rows}:"
                                         f"{(c + 1) * self.chunk_rows}) is missing from object "
-                                        f"{self._key(shard)!r}")
-            requests.append((self._key(shard), offset, offset + nbytes))
+                                        f"{self.key(shard)!r}")
+            requests.append((self.key(shard), offset, offset + nbytes))
         return [self._decode(raw, stop - start, key, c)
                 for c, (key, start, stop), raw in zip(numbers, requests, self.objects.fetch(requests))]
 
     def _load_indexes(self, shards: list[int]) -> None:
         size = 16 * self.shard_chunks + 4
-        for shard, raw in zip(shards, self.objects.fetch([(self._key(s), -size, None) for s in shards])):
-            key = self._key(shard)
+        for shard, raw in zip(shards, self.objects.fetch([(self.key(s), -size, None) for s in shards])):
+            key = self.key(shard)
             if raw is None:
                 raise CorruptStoreError(f"array {self.path!r}: storage object {key!r} is missing")
             if len(raw) != size or not _crc_ok(raw):
@@ -199,12 +201,19 @@ class ZarrChunks:
         if nbytes is not None and len(raw) != nbytes or not _crc_ok(raw):
             raise CorruptStoreError(f"{where} is partial or damaged (checksum mismatch)")
         body = memoryview(raw)[:-4]
-        if not self.blosc:
+        if self.blosc is None:
             return body
         try:
             return numcodecs.blosc.decompress(body)
         except Exception as e:
             raise CorruptStoreError(f"{where} cannot be decompressed ({e})") from None
+
+
+def _numcodecs_blosc(codec: BloscCodec) -> numcodecs.Blosc:
+    """The compressor zarr's ``BloscCodec`` encodes with (zarr-python 3 builds the same one)."""
+    shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value]
+    return numcodecs.Blosc(cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle,
+                           blocksize=codec.blocksize, typesize=codec.typesize)
 
 
 def _crc_ok(raw: bytes) -> bool:

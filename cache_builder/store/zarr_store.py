@@ -9,7 +9,8 @@ touches 3-4 chunks. The int32/int64 index arrays (spans, offsets, ids) compress 
 read whole at open or in long runs, so they keep the codec; ``token_row``, which every lookup of
 layer 0 reads, does not (the layout decides: ``ArraySpec.compress``). Reads go through
 :mod:`.chunks` and :mod:`.shards` (one read of each shard index, a decoded-chunk cache,
-batched fetches); writes through zarr.
+batched fetches); writes of whole storage objects (what tasks and the plan's appenders write)
+through :mod:`.shard_writer`, one ``store.set`` per object, and any other write through zarr.
 
 Sharding packs up to ``layout.SHARD_CHUNKS`` chunks into one object (≈16 MB with the layout's
 64 KB vector chunks; tasks may own fewer), so a 40M-token store is a few thousand objects, not
@@ -28,11 +29,14 @@ import numcodecs
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from cache_builder.store.base import CorruptStoreError, writing
 from cache_builder.store.chunks import ChunkCache, ChunkedArray
 from cache_builder.store.layout import SHARD_CHUNKS
+from cache_builder.store.shard_writer import ShardWriter
 from cache_builder.store.shards import LocalObjects, StoreObjects, ZarrChunks
 
 CODEC = "vectors none, index arrays blosc-zstd-1-shuffle"
@@ -62,6 +66,7 @@ class ZarrStore:
         self._cache = ChunkCache(CACHE_BYTES)
         self._arrays: dict[str, zarr.Array] = {}  # opening an array reads its metadata: do it once
         self._readers: dict[str, ChunkedArray] = {}
+        self._writers: dict[str, ShardWriter] = {}
 
     def __reduce__(self):  # a DataLoader worker started by spawn reopens the store
         return type(self), (self.path, "r", self.storage_options)
@@ -121,6 +126,7 @@ class ZarrStore:
     def delete(self, name: str) -> None:
         self._changed(name)
         self._arrays.pop(name, None)
+        self._writers.pop(name, None)
         with writing(self.path, f"(deleting) array {name!r}"):
             del self._group[name]
 
@@ -136,8 +142,23 @@ class ZarrStore:
         with writing(self.path, f"array {name!r} rows {start}:{end}"):
             if end > array.shape[0]:
                 array.resize((end, *array.shape[1:]))
-            array[start:end] = data
+            writer = self._writer(name)
+            if writer is None or start % writer.object_rows or end % writer.object_rows and end != array.shape[0]:
+                array[start:end] = data  # part of an object: zarr merges it with what is stored
+            else:
+                prototype = default_buffer_prototype()
+                for key, encoded in writer.objects(start, data, array.shape[0]):
+                    sync(self._group.store.set(key, prototype.buffer.from_array_like(encoded)))
         self._changed(name)
+
+    def _writer(self, name: str) -> ShardWriter | None:
+        """The array's object writer; None for rows of no bytes (zarr stores nothing for them)."""
+        if name not in self._writers:
+            array = self._array(name)
+            if not all(array.shape[1:]):
+                return None
+            self._writers[name] = ShardWriter(ZarrChunks(self._objects, array.path, array.metadata))
+        return self._writers[name]
 
     def set_attr(self, key: str, value: Any) -> None:
         with writing(self.path, f"attribute {key!r}"):
