@@ -244,7 +244,8 @@ class PlanWriter:
         if not new_local:
             return
         starts, ends = part.segment_offsets[new_local], part.segment_offsets[np.asarray(new_local) + 1]
-        rows = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist())])
+        lengths = (ends - starts).astype(np.int64)
+        rows = np.arange(int(lengths.sum())) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
         local_types = part.token_type[rows]
         # Token types new to the store, numbered in the part's order of first appearance.
         used = np.unique(local_types)
@@ -257,7 +258,6 @@ class PlanWriter:
                 row = self._types[name] = len(self._types)
                 new_types.append(name)
             type_map[t] = row
-        lengths = (ends - starts).astype(np.int64)
         segment_ends = self.counts.tokens + np.cumsum(lengths)
         out = self._out
         if out:
