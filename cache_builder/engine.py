@@ -30,7 +30,7 @@ from cache_builder.commit import (Existing, abandon, check_location, check_not_i
 from cache_builder.distributed import CLUSTER_TIMEOUT, Executor, InProcess, executor
 from cache_builder.inputs import InputError, check_read_options, default_rejects_path
 from cache_builder.layers import LayerSpec
-from cache_builder.plan import Plan, PlanCounts, make_tasks, plan_source
+from cache_builder.plan import CorePool, Plan, PlanCounts, make_tasks, plan_source
 from cache_builder.progress import DocumentsDone, EmbedBar
 from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
                                     run_identity)
@@ -218,7 +218,8 @@ class _Run:
         settings = self.settings
         dim, proj = self.head["model"]["dim"], self.head["model"]["projection_dim"]
         arrays = array_specs(self.spec, dim, proj, settings.dtype)
-        writer = plan_source(self.source, settings, store, arrays, ex, self.rejects_path, self.progress)
+        planner = CorePool() if isinstance(ex, InProcess) else ex  # a run without a cluster: every core
+        writer = plan_source(self.source, settings, store, arrays, planner, self.rejects_path, self.progress)
         counts = writer.counts
         if counts.documents == 0:
             rejected = f" ({counts.rejected} rejected, see {self.rejects_path})" if counts.rejected else ""
@@ -319,7 +320,7 @@ def dry_run(source: Any, bilm: BiLM | None = None, settings: PrecomputeSettings 
     bilm = bilm if bilm is not None else load_default_bilm()
     settings = settings or PrecomputeSettings()
     src = open_source(source, settings.input_format, storage_options)
-    writer = plan_source(src, settings, None, {}, InProcess(), os.devnull, progress=False)
+    writer = plan_source(src, settings, None, {}, CorePool(), os.devnull, progress=False)
     counts = writer.counts
     n_layers = bilm.options.lstm.n_layers + 1
     proj = bilm.options.lstm.projection_dim

@@ -60,6 +60,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import fsspec
 import jsonschema
+import msgspec
 from fsspec.utils import infer_compression
 
 from elmo.schemas import load_schema
@@ -177,10 +178,21 @@ def _decoded_lines(stream: Iterable[bytes], start_of_file: bool, name: str) -> I
             yield _Item(number, text, text)
 
 
+# msgspec parses a record about 3x faster than json. It is stricter (no NaN, no number out of
+# the float or 64-bit-and-beyond integer range it keeps exact, no lone surrogate escape, no
+# deep nesting), and what it refuses goes through json again, whose value or message is the one
+# given; on every document both read, they give the same value (both keep a repeated key's last).
+_DECODER = msgspec.json.Decoder()
+
+
 def parse_json(text: str | bytes) -> Any:
     """``json.loads``, with every way it fails on bad data a :class:`ValueError`: malformed JSON
     (a :class:`json.JSONDecodeError`), nesting deeper than the parser's recursion limit, and
     integers longer than Python converts (``sys.get_int_max_str_digits``)."""
+    try:
+        return _DECODER.decode(text)
+    except (msgspec.MsgspecError, RecursionError):
+        pass
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -410,8 +422,29 @@ _SCHEMA_REASONS: dict[str, Callable[[jsonschema.ValidationError], str]] = {
 }
 
 
+def _valid_text(value: Any) -> bool:
+    """``value`` is a string the schema's pattern accepts: a non-whitespace character (as
+    ``\\S`` means it: ``str.isspace``) and no lone surrogate."""
+    return (isinstance(value, str) and not value.isspace() and value != ""
+            and (value.isascii() or not _LONE_SURROGATE.search(value)))
+
+
+def _surely_valid(doc_id: Any, fields: dict[str, Any]) -> bool:
+    """Whether the record ``{"id": doc_id, "fields": fields}`` passes the input record schema,
+    checked by hand, a tenth of what jsonschema takes; False sends it to jsonschema, which
+    finds what is wrong (or accepts it)."""
+    if not isinstance(doc_id, str) or doc_id == "" or not (doc_id.isascii() or not _LONE_SURROGATE.search(doc_id)):
+        return False
+    for value in fields.values():
+        if not (_valid_text(value) or isinstance(value, list) and value and all(map(_valid_text, value))):
+            return False
+    return bool(fields)
+
+
 def _schema_problem(instance: dict[str, Any], id_field: str) -> tuple[str, str | None] | None:
     """The first violation of the input record schema as ``(reason, field)``, or ``None``."""
+    if _surely_valid(instance["id"], instance["fields"]):
+        return None
     error = min(_validator().iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)),
                 default=None)
     if error is None:

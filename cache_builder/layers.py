@@ -62,7 +62,10 @@ class LayerSpec:
             weights = torch.tensor(self.mix, dtype=layers.dtype, device=layers.device)
             mixed = self.gamma * torch.einsum("l,lbtd->btd", weights, layers[list(self.layers)])
             return mixed.unsqueeze(2)
-        return layers[list(self.vector_layers)].permute(1, 2, 0, 3)
+        kept = self.vector_layers
+        if kept and kept == tuple(range(kept[0], kept[-1] + 1)):  # a view, no copy (the usual case)
+            return layers[kept[0] : kept[-1] + 1].permute(1, 2, 0, 3)
+        return layers[list(kept)].permute(1, 2, 0, 3)
 
     def to_manifest(self) -> dict[str, Any]:
         if self.mix is None:

@@ -14,6 +14,12 @@ before any model runs.
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +82,7 @@ def read_part(part: Part, source: Source, fields: tuple[str, ...], id_field: str
     first_line: dict[str, int] = {}
     rejects: list[tuple[int | None, str | None, str, str]] = []
     segments: dict[bytes, int] = {}
-    segment_offsets, token_type, spans = [0], [], []
-    types: dict[str, int] = {}
+    segment_offsets, tokens, spans = [0], [], []
 
     @functools.lru_cache(maxsize=256)  # a SQuAD context comes once per question, in a row
     def tokenize_text(text: str) -> tuple[Tokenized, bytes]:
@@ -109,10 +114,14 @@ def read_part(part: Part, source: Source, fields: tuple[str, ...], id_field: str
             segment = segments.get(key)
             if segment is None:
                 segment = segments[key] = len(segments)
-                token_type.extend(types.setdefault(t, len(types)) for t in doc.tokens)
+                tokens.extend(doc.tokens)
                 spans.extend(doc.spans)
-                segment_offsets.append(len(token_type))
+                segment_offsets.append(len(tokens))
             entries.append(segment)
+    # The distinct types in order of first appearance, then each token's row among them: one
+    # dictionary lookup per token, made by map in C rather than by a Python loop.
+    types = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    token_type = np.fromiter(map(types.__getitem__, tokens), dtype=np.int32, count=len(tokens))
     line_starts = np.asarray(read.line_starts, dtype=np.int64)
     return PartResult(
         number=part.number, n_lines=len(read.line_starts),
@@ -122,7 +131,7 @@ def read_part(part: Part, source: Source, fields: tuple[str, ...], id_field: str
         entry_segment=np.asarray(entries, dtype=np.int64),
         segment_hash=np.frombuffer(b"".join(segments), dtype=np.uint8).reshape(-1, 16),
         segment_offsets=np.asarray(segment_offsets, dtype=np.int64),
-        token_type=np.asarray(token_type, dtype=np.int32),
+        token_type=token_type,
         token_spans=np.asarray(spans, dtype=np.int32).reshape(-1, 2),
         types=list(types), rejects=rejects)
 
@@ -239,7 +248,8 @@ class PlanWriter:
         if not new_local:
             return
         starts, ends = part.segment_offsets[new_local], part.segment_offsets[np.asarray(new_local) + 1]
-        rows = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist())])
+        lengths = (ends - starts).astype(np.int64)
+        rows = np.arange(int(lengths.sum())) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
         local_types = part.token_type[rows]
         # Token types new to the store, numbered in the part's order of first appearance.
         used = np.unique(local_types)
@@ -252,7 +262,6 @@ class PlanWriter:
                 row = self._types[name] = len(self._types)
                 new_types.append(name)
             type_map[t] = row
-        lengths = (ends - starts).astype(np.int64)
         segment_ends = self.counts.tokens + np.cumsum(lengths)
         out = self._out
         if out:
@@ -275,11 +284,52 @@ class PlanWriter:
             appender.flush()
 
 
+class CorePool:
+    """Planning tasks on every core of this machine, one process each (an executor's ``map``,
+    for runs without a cluster): tokenizing is pure Python, so threads would share one core.
+
+    Args:
+        processes: at most this many (default: the cores this process may run on).
+    """
+
+    def __init__(self, processes: int | None = None):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.processes = processes or cores
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *args: Any, local: bool = False,
+            on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any]]:
+        """``fn(item, *args)`` for every item; yields ``(index, result)`` as each finishes.
+        ``local`` items (that cannot travel) and a single item run in this process."""
+        n = min(self.processes, len(items))
+        # Forked workers start in milliseconds and need no ``if __name__ == "__main__"`` in the
+        # caller's script; a child runs only fn (reading, regular expressions, hashing), never the
+        # parent's other threads' work (zarr's event loop), so no lock of theirs is taken. Where
+        # fork is not the safe default (macOS, Windows) planning stays in this process.
+        if local or n < 2 or not sys.platform.startswith("linux"):
+            for i, item in enumerate(items):
+                yield i, fn(item, *args)
+            return
+        with warnings.catch_warnings(), \
+                ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            futures = {pool.submit(fn, item, *args): i for i, item in enumerate(items)}
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield futures[future], future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+
 def plan_source(source: Source, settings: Any, store: StoreWriter | None,
                 arrays: dict[str, ArraySpec], executor: Any, rejects_path: str | None,
                 progress: bool) -> PlanWriter:
     """Read, validate, tokenize and dedup ``source`` part by part (the parts in parallel on
-    ``executor``), merging them in input order into ``store`` (None: counting only).
+    ``executor``: a cluster's, or a :class:`CorePool`), merging them in input order into
+    ``store`` (None: counting only).
 
     Args:
         settings: the run's :class:`cache_builder.settings.PrecomputeSettings`.

@@ -33,3 +33,19 @@ def test_batch_pads_absent_tokens_with_zero():
     assert batch.shape == (2, 2, 50)
     assert (batch[1, 1] == 0).all() and (batch[1, 0] > 0).all()
     assert (char_id_matrix(["a", "b"]) == batch[0]).all()
+
+
+def test_char_id_matrix_is_char_ids_row_by_row_placed_at_once(monkeypatch):
+    tokens = ["<S>", "cat", "</S>", "", "é", "苹果" * 30, "x" * 49, "<S>x", "\ud800", "</S>"]
+    for width in (50, 8, 3):
+        expected = [char_ids(t, width).tolist() for t in tokens]
+        assert char_id_matrix(tokens, width).tolist() == expected
+    assert char_id_matrix([]).shape == (0, 50)
+
+    import elmo.chars
+
+    def one_by_one(token, max_characters=50):
+        raise AssertionError("a Python call per token")
+
+    monkeypatch.setattr(elmo.chars, "char_ids", one_by_one)
+    assert char_id_matrix(["the", "cat", "sat"] * 1000).shape == (3000, 50)

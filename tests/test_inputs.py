@@ -11,12 +11,17 @@ from typing import Any
 
 import pytest
 
+import cache_builder.inputs as inputs_module
 from cache_builder.inputs import (
     InputError,
     ReadStats,
     Record,
+    _surely_valid,
+    _validator,
     default_rejects_path,
     detect_format,
+    json_problem,
+    parse_json,
     read_records,
 )
 from elmo.tokenize import get_tokenizer
@@ -420,3 +425,50 @@ def test_gzip_inputs_stream_with_their_line_numbers(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"cut\.jsonl\.gz: damaged compressed data"):
         list(records)
 
+
+
+# ---------------------------------------------------------------------------- fast paths
+
+JSON_EDGES = ['{"id": "a", "text": "x"}', '{"a": NaN, "b": Infinity}', '{"a": 1e400}', '{"a": -0, "b": 1.5e-320}',
+              '{"id": 123456789012345678901234567890}', '{"a": "\\ud83d"}', '{"a": "\\ud83d\\ude00"}',
+              '{"a": 1, "a": 2}', "[" * 900 + "]" * 900, "[" * 5000 + "]" * 5000, '{"a": "\t"}', "01", "[1,]",
+              '{"a": ' + "9" * 5000 + "}", "\ufeff{}", ' {"a": "\\u00e9\\/"} ', '"x" y']
+
+
+@pytest.mark.parametrize("text", JSON_EDGES, ids=range(len(JSON_EDGES)))
+def test_the_fast_json_parser_gives_what_json_gives(text: str) -> None:
+    def outcome(parse: Any) -> tuple[str, Any]:
+        try:
+            return "value", json.dumps(parse(text))
+        except json.JSONDecodeError as e:
+            return "malformed", json_problem(e)
+        except (ValueError, RecursionError):
+            return "unreadable", None
+
+    assert outcome(parse_json) == outcome(json.loads)
+
+
+def test_valid_records_are_parsed_and_checked_without_json_or_jsonschema(tmp_path: Path, monkeypatch) -> None:
+    squad = write_lines(tmp_path / "squad.jsonl", [{"id": f"q{i}", "context": "Ünïcode ctx 北京.", "question": "Why?"}
+                                                   for i in range(5)])
+    tokens = write_lines(tmp_path / "tokens.jsonl", [{"id": 5, "tokens": ["a", "b"]}])
+
+    def refused(*args: Any) -> Any:
+        raise AssertionError("the slow path ran for a valid record")
+
+    monkeypatch.setattr(inputs_module.json, "loads", refused)
+    monkeypatch.setattr(inputs_module, "_validator", refused)
+    assert [r.doc_id for r in read_records(squad)] == ["q0", "q1", "q2", "q3", "q4"]
+    assert [r.fields for r in read_records(tokens)] == [{"tokens": ["a", "b"]}]
+
+
+FIELD_VALUES = ["x", "", " ", " \t\n", "\u3000", "\u3000x", "\x1c", "a\ud800", "\udfff", "é", "é \u2028", 3, None,
+                True, [], ["a"], ["a", ""], ["a", "\u00a0"], ["\ud800"], ["a", 1], {"a": "b"}, "x" * 300 + "\n"]
+
+
+@pytest.mark.parametrize("doc_id", ["d", "", " ", "\ud800", "漢", 7, None])
+def test_the_hand_check_accepts_exactly_what_the_schema_accepts(doc_id: Any) -> None:
+    for value in FIELD_VALUES:
+        for fields in ({"f": value}, {"f": "ok", "g": value}, {}):
+            schema_ok = not any(_validator().iter_errors({"id": doc_id, "fields": fields}))
+            assert _surely_valid(doc_id, fields) == schema_ok, (doc_id, fields)
