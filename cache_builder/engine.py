@@ -180,10 +180,10 @@ class _Run:
             ex.install(self._model_key, self.bilm, self.device, resolve_dtype(self.settings.compute_dtype,
                                                                               resolve_device(self.device)))
             if decision.state == "plan":
-                store = ZarrStore(path, "w", self.storage_options)  # empty, or our own unfinished store
-                store.set_attr("progress", {"identity": identity, "stage": "plan"})
                 started = time.perf_counter()
                 try:
+                    store = ZarrStore(path, "w", self.storage_options)  # empty, or our own unfinished store
+                    store.set_attr("progress", {"identity": identity, "stage": "plan"})
                     plan = self._plan(store, ex)
                 except BaseException as error:  # nothing computed: leave nothing that blocks the fix
                     abandon(path, existing, identity, error, self.storage_options)
