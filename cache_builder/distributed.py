@@ -39,6 +39,7 @@ from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from cache_builder.sources import refuse_credentials
 from cache_builder.tasks import install_model, uninstall_model
 from elmo import BiLM
 from elmo.runtime import resolve_device
@@ -256,6 +257,7 @@ def executor(*, client: Any = None, workers: int | str | None = None, scheduler:
         yield _announce(_with_workers(DaskExecutor(client), cluster_timeout, "the client's cluster"), progress)
         return
     if scheduler is not None:
+        refuse_credentials(scheduler, "scheduler")
         with _connect(scheduler, cluster_timeout) as remote:
             yield _announce(_with_workers(DaskExecutor(remote), cluster_timeout, f"the scheduler at {scheduler}"),
                             progress)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -484,19 +485,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT, as shells report it
-        # Storage writes cut short leave asyncio tasks that would each log "Task was destroyed
-        # but it is pending!" at exit: expected after an interrupt, and resume redoes them.
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        _quiet_shutdown()
         print(f"interrupted{args.resume_hint}", file=sys.stderr)
         return 130
     except Exception as e:
         message = _failure(e)
         if message is None:
             raise
+        _quiet_shutdown()
         from cache_builder.sources import redact_credentials
 
         print(f"error: {redact_credentials(' '.join(message.split()))}", file=sys.stderr)
         return 2
+
+
+def _quiet_shutdown() -> None:
+    """After a run cut short (reported in its one line): storage writes left unfinished are
+    asyncio tasks and coroutines that would each log "Task was destroyed but it is pending!", an
+    ignored exception or a never-awaited warning at exit; expected then, and a re-run redoes them."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    warnings.simplefilter("ignore")
 
 
 if __name__ == "__main__":
