@@ -100,7 +100,8 @@ def bare_model_rate(bilm: BiLM, store: Path, settings: PrecomputeSettings) -> fl
     batches = []
     for task in tasks:
         pieces = [tokens for _, tokens in task_pieces(task, cache.store, types, settings.max_tokens)]
-        batches += length_batches(pieces, [len(p) for p in pieces], settings.batch_tokens)
+        batches += length_batches(pieces, [len(p) for p in pieces],
+                                  settings.for_device(bilm, torch.device("cpu")).batch_tokens)
     tokens = sum(len(p) for b in batches for p in b)
     start = time.perf_counter()
     with torch.inference_mode():

@@ -95,6 +95,7 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     settings = settings or PrecomputeSettings()
     check_read_options(settings.on_error, settings.fields, rejects_path)
     resolve_dtype(settings.compute_dtype, resolve_device(device))  # float16 on a CPU: refused here
+    settings = settings.for_device(bilm, resolve_device(device))  # batch_tokens None: from free GPU memory
     store = os.fspath(store)
     refuse_credentials(store, "output")
     fmt = store_format(store, format)

@@ -6,9 +6,12 @@ so a re-run with an equal identity resumes (or keeps) a store and any other one 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from cache_builder.layers import LayerSpec
 from cache_builder.store import hdf5_store, zarr_store
@@ -40,7 +43,9 @@ class PrecomputeSettings:
         tokenizer: a tokenizer of :mod:`elmo.tokenize` (e.g. a model's recorded one), or a
             registered name, built with default options.
         max_tokens: longer texts are split on sentence boundaries into pieces of at most this.
-        batch_tokens: padded tokens per model batch.
+        batch_tokens: padded tokens per model batch; None: :func:`default_batch_tokens` for the
+            run's device (4096 on a CPU, what half the free memory holds on a GPU), recorded as
+            the number chosen.
         task_tokens: stored tokens per embedding task (rounded to whole storage objects): the
             unit of scheduling, writing and resume; None: :meth:`task_rows` decides.
         part_bytes: bytes of a line-based input file per planning task (reading and
@@ -53,7 +58,7 @@ class PrecomputeSettings:
     compute_dtype: str = "float32"
     tokenizer: Tokenizer | str = "auto"
     max_tokens: int = 512
-    batch_tokens: int = 4096
+    batch_tokens: int | None = None
     task_tokens: int | None = None
     part_bytes: int = 1 << 25
     input_format: str = "auto"
@@ -68,11 +73,17 @@ class PrecomputeSettings:
             raise ValueError(f"--dtype {self.dtype}: a store holds one of {STORE_DTYPES}")
         if self.compute_dtype not in DTYPES:
             raise ValueError(f"--compute-dtype {self.compute_dtype}: choose one of {sorted(DTYPES)}")
-        sizes = {"--max-tokens": self.max_tokens, "--batch-tokens": self.batch_tokens,
+        sizes = {"--max-tokens": self.max_tokens, "--batch-tokens": 1 if self.batch_tokens is None else self.batch_tokens,
                  "--task-tokens": 1 if self.task_tokens is None else self.task_tokens, "part_bytes": self.part_bytes}
         for flag, value in sizes.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{flag} must be a positive whole number, got {value!r}")
+
+    def for_device(self, bilm: BiLM, device: torch.device) -> PrecomputeSettings:
+        """These settings with ``batch_tokens`` decided for ``bilm`` on ``device`` when it is None."""
+        if self.batch_tokens is not None:
+            return self
+        return dataclasses.replace(self, batch_tokens=default_batch_tokens(bilm, device, self.compute_dtype))
 
     def task_rows(self, n_tokens: int) -> int:
         """Rows per embedding task for a store of ``n_tokens``: ``task_tokens``, or by default a
@@ -85,6 +96,31 @@ class PrecomputeSettings:
     def layer_spec(self, bilm: BiLM) -> LayerSpec:
         """``layers``, or every layer of ``bilm`` when it is None."""
         return self.layers or LayerSpec(tuple(range(bilm.options.lstm.n_layers + 1)))
+
+
+CPU_BATCH_TOKENS = 4096  # past this a CPU gains nothing (measured: benchmarks/bilm_throughput.py)
+MAX_BATCH_TOKENS = 1 << 17
+
+
+def default_batch_tokens(bilm: BiLM, device: torch.device, compute_dtype: str) -> int:
+    """Padded tokens per batch when none are given: :data:`CPU_BATCH_TOKENS` on a CPU; on a GPU
+    the power of two (4096 to :data:`MAX_BATCH_TOKENS`) whose activations fill at most half of
+    the memory free now, so that launches are few and large and the rest is left to the
+    allocator's fragmentation, the output copies and other processes.
+
+    A padded token's activations, in ``compute_dtype``: per LSTM layer and direction the four
+    gates, the cell and the projection; the layers' outputs (twice, before and after the
+    layer selection); and, for a token of a type new to the batch, the char CNN's feature maps
+    (one row per filter and character position)."""
+    if device.type != "cuda":
+        return CPU_BATCH_TOKENS
+    lstm, cnn = bilm.options.lstm, bilm.options.char_cnn
+    elements = (lstm.n_layers * 2 * (5 * lstm.dim + lstm.projection_dim)
+                + 2 * (lstm.n_layers + 1) * 2 * lstm.projection_dim
+                + cnn.max_characters_per_token * cnn.n_filters)
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = free // 2 // (elements * DTYPES[compute_dtype].itemsize)
+    return max(CPU_BATCH_TOKENS, min(MAX_BATCH_TOKENS, 1 << max(0, int(fits).bit_length() - 1)))
 
 
 def run_identity(manifest_like: dict[str, Any]) -> dict[str, Any]:
