@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def _run(text: Path, store: Path, files, processes: int, **settings) -> dict:
         engine.CorePool = engine_pool
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="planning forks worker processes on Linux only")
 def test_parts_are_planned_in_other_processes_and_the_store_is_the_serial_one(tmp_path: Path, model_files,
                                                                            monkeypatch):
     text = corpus(tmp_path / "in.txt", 400)
