@@ -27,6 +27,7 @@ import json
 import os
 import pstats
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -207,7 +208,8 @@ def run(source: Path, folder: Path, bilm: BiLM, args: argparse.Namespace,
     store = folder / "pipeline.zarr"
     settings = PrecomputeSettings(parse_layer_spec(3, layers=args.layers), dtype=args.dtype, tokenizer="en",
                                   compute_dtype=args.compute_dtype, part_bytes=args.part_bytes)
-    busy = GpuBusy(torch.device(args.device).index or 0) if args.device.startswith("cuda") else None
+    sampled = args.device.startswith("cuda") and shutil.which("nvidia-smi") is not None
+    busy = GpuBusy(torch.device(args.device).index or 0) if sampled else None
     try:
         if profile is not None:
             profile.enable()

@@ -224,9 +224,13 @@ def task_pieces(task: Task, store: StoreReader, types: list[str], max_tokens: in
     first, last = int(offsets[0]), int(offsets[-1])
     rows, spans = store.read("token_row", first, last), store.read("token_spans", first, last)
     pieces = []
+    tokens = list(map(types.__getitem__, rows.tolist()))
     for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-        doc = Tokenized([types[t] for t in rows[a - first : b - first]],
-                        [tuple(s) for s in spans[a - first : b - first].tolist()])
+        if b - a <= max_tokens:  # one piece (the usual case): its spans are never read
+            if a < b and a < task.stop and b > task.start:
+                pieces.append((a, tokens[a - first : b - first]))
+            continue
+        doc = Tokenized(tokens[a - first : b - first], [tuple(s) for s in spans[a - first : b - first].tolist()])
         start = a
         for piece in split_long(doc, max_tokens):
             if piece.tokens and start < task.stop and start + len(piece) > task.start:

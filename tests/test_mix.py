@@ -150,3 +150,12 @@ def test_for_cache_needs_a_store_that_kept_layers(built, tmp_path: Path):
                PrecomputeSettings(parse_layer_spec(3, mix="0.2,0.3,0.5"), tokenizer="whitespace"), progress=False)
     with open_cache(str(mixed)) as cache, pytest.raises(ValueError, match="already mixed"):
         ScalarMix.for_cache(cache)
+
+
+def test_consecutive_kept_layers_are_selected_without_a_copy():
+    layers = torch.randn(4, 2, 5, 8)  # (n_layers, batch, time, dim)
+    for kept, shares in (((0, 1), True), ((1, 2), True), ((0, 1, 2), True), ((0, 2), True), ((1, 3), False)):
+        out = LayerSpec(kept).apply(layers)
+        vector_layers = [k for k in kept if k != 0]
+        assert torch.equal(out, layers[vector_layers].permute(1, 2, 0, 3))
+        assert (out.untyped_storage().data_ptr() == layers.untyped_storage().data_ptr()) == shares, kept
