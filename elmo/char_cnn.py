@@ -19,13 +19,10 @@ from torch import Tensor, nn
 
 from elmo.chars import CharMapping, Utf8Chars
 from elmo.options import CharCNNOptions
+from elmo.runtime import ROW_BLOCK
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
-# BLAS kernels round differently for the last few rows of a matrix whose row count is not a
-# multiple of their block; padding every call to whole blocks makes a type's vector bitwise
-# independent of how many other types share the call (memoized vectors, resumed runs).
-ROW_BLOCK = 32
 # Character columns a type is cut to come in multiples of this (see CharCNN._column_groups).
 COLUMN_STEP = 8
 
@@ -181,6 +178,7 @@ class CharCNN(nn.Module):
 
 
 def _pad_rows(x: Tensor) -> Tensor:
-    """``x`` with copies of its first row appended up to a multiple of ``ROW_BLOCK`` rows."""
+    """``x`` with copies of its first row appended up to a multiple of ``ROW_BLOCK`` rows, so a
+    type's vector never depends on the other types of the call (memoized vectors, resumed runs)."""
     filler = (-x.shape[0]) % ROW_BLOCK
     return torch.cat([x, x[:1].expand(filler, *x.shape[1:])]) if filler else x

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elmo.options import LstmOptions
+from elmo.runtime import LSTM_ROW_BLOCK, whole_blocks
 
 # Input-projection rows computed at once: bounds memory to ~64 MB (float32) per direction
 # while keeping the matmul large enough to run near peak speed.
@@ -63,6 +64,20 @@ class LstmState:
         return LstmState(self.h.detach(), self.c.detach())
 
 
+def _with_rows(state: LstmState, rows: int) -> LstmState:
+    """A copy of ``state`` with zero rows appended up to ``rows`` rows."""
+    h, c = state.h, state.c
+    return LstmState(torch.cat([h, h.new_zeros(2, rows - h.shape[1], h.shape[2])], dim=1),
+                     torch.cat([c, c.new_zeros(2, rows - c.shape[1], c.shape[2])], dim=1))
+
+
+def _take_rows(x: Tensor, start: int, count: int) -> Tensor:
+    """``x[:, start : start + count]``, with zero rows where that runs past the end of ``x``."""
+    part = x[:, start : start + count]
+    missing = count - part.shape[1]
+    return torch.cat([part, part.new_zeros(2, missing, part.shape[2])], dim=1) if missing else part
+
+
 class BiLstmLayer(nn.Module):
     """One layer of the forward and of the backward LSTM with projection (weights stacked on axis 0).
 
@@ -104,6 +119,11 @@ class BiLstmLayer(nn.Module):
                 workspace: Workspace | None = None) -> tuple[Tensor, LstmState]:
         """Run both directions over packed sequences.
 
+        Every matrix product has whole blocks of rows (:data:`~elmo.runtime.LSTM_ROW_BLOCK`): the
+        state has padding rows, and a step computes its running rows rounded up, so a sequence's
+        outputs are bitwise independent of the other sequences of the batch. What the padding
+        rows compute is never read.
+
         Args:
             x: ``(2, n_packed, input_dim)`` packed inputs, per direction.
             batch_sizes: sequences still running at each step; sums to ``n_packed``.
@@ -115,40 +135,43 @@ class BiLstmLayer(nn.Module):
             reached at its own last step.
         """
         batch = batch_sizes[0] if batch_sizes else 0
-        state = state or self.zero_state(batch)
-        # Without autograd, finished rows are kept by writing the running ones in place.
+        rows = whole_blocks(batch, LSTM_ROW_BLOCK)
+        state = self.zero_state(rows) if state is None else _with_rows(state, rows)
+        h, c = state.h, state.c
+        # Without autograd, finished rows are kept by writing the running ones in place
+        # (h and c are fresh tensors here, never the caller's).
         in_place = not torch.is_grad_enabled()
-        h, c = (state.h.clone(), state.c.clone()) if in_place else (state.h, state.c)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (2, 1, 4 * cell)
-        step_rows = max(1, _GATE_BLOCK_ELEMENTS // max(1, batch * self.w_input.shape[2]))
+        step_rows = max(1, _GATE_BLOCK_ELEMENTS // max(1, rows * self.w_input.shape[2]))
         outputs: list[Tensor] = []
         row = 0
         for block_start in range(0, len(batch_sizes), step_rows):
             block_sizes = batch_sizes[block_start : block_start + step_rows]
             block_rows = sum(block_sizes)
-            # One matmul for the input projection of every step in the block.
-            x_block = x[:, row : row + block_rows]
+            # One matmul for the input projection of every step in the block, with room for the
+            # last step's rounded-up rows.
+            x_block = _take_rows(x, row, whole_blocks(block_rows + LSTM_ROW_BLOCK - 1, LSTM_ROW_BLOCK))
             if in_place and workspace is not None:
-                gates_x = workspace.take((2, block_rows, self.w_input.shape[2]), like=x)
+                gates_x = workspace.take((2, x_block.shape[1], self.w_input.shape[2]), like=x)
                 torch.baddbmm(bias, x_block, self.w_input, out=gates_x)
             else:
                 gates_x = torch.baddbmm(bias, x_block, self.w_input)
             offset = 0
             for n in block_sizes:
-                gates = torch.baddbmm(gates_x[:, offset : offset + n], h[:, :n], self.w_state)
-                h_t, c_t = self._cell(gates, c[:, :n])
+                m = whole_blocks(n, LSTM_ROW_BLOCK)  # <= rows
+                gates = torch.baddbmm(gates_x[:, offset : offset + m], h[:, :m], self.w_state)
+                h_t, c_t = self._cell(gates, c[:, :m])
+                h_t, c_t = h_t[:, :n], c_t[:, :n]
                 outputs.append(h_t)
                 # Sequences that ended keep their last state (needed by stateful runs).
                 if in_place:  # h_t is also an output: copy it, never alias it
                     h[:, :n], c[:, :n] = h_t, c_t
-                elif n == h.shape[1]:
-                    h, c = h_t, c_t
                 else:
                     h, c = torch.cat([h_t, h[:, n:]], dim=1), torch.cat([c_t, c[:, n:]], dim=1)
                 offset += n
             row += block_rows
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(2, 0, self.projection_dim)
-        return out, LstmState(h, c)
+        return out, LstmState(h[:, :batch], c[:, :batch])
 
     def _cell(self, gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
         """One step: ``(2, n, 4 * cell)`` gate pre-activations → projected state, memory cell."""

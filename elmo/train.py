@@ -24,8 +24,6 @@ import glob
 import json
 import math
 import os
-import pickle
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -44,6 +42,7 @@ from elmo.chars import BOS_TOKEN, EOS_TOKEN, char_id_matrix
 from elmo.lstm import LstmState
 from elmo.options import BiLMOptions
 from elmo.runtime import resolve_device
+from elmo.safe_load import load_tensors_only
 from elmo.schemas import load_schema, schema_errors
 from elmo.tokenize import RECORD, Tokenizer, load_tokenizer, model_tokenizer, save_tokenizer
 from elmo.vocab import UNK_ID, read_training_vocab, tokenizer_record_path, write_vocab
@@ -425,22 +424,13 @@ CHECKPOINT_KEYS = ("config", "vocab", "train_files", "n_train_tokens", "model", 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by :func:`train`: tensors and plain data only.
 
-    It is read with ``weights_only=True``: a file that would build any other object (and so
-    could run code while being read) is refused, never unpickled.
+    It is read with ``weights_only=True`` (:mod:`elmo.safe_load`): a file that would build any
+    other object (and so could run code while being read) is refused, never unpickled.
 
     Raises:
         TrainingError: naming the file, when it holds other objects or lacks checkpoint keys.
     """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        wanted = re.search(r"GLOBAL (\S+)", str(e))
-        if wanted:
-            raise TrainingError(f"{path}: refused: it asks for {wanted.group(1)}, not only tensors and "
-                                "plain data, and building it could run code") from None
-        raise TrainingError(f"{path}: not a readable checkpoint (damaged, or not tensors and plain data)") from None
-    except (RuntimeError, KeyError, EOFError) as e:  # not a torch file at all, or a truncated one
-        raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = load_tensors_only(path, TrainingError, "checkpoint")
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else CHECKPOINT_KEYS
     if missing:
         raise TrainingError(f"{path}: not a checkpoint of this tool (missing {', '.join(missing)})")

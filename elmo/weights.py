@@ -44,7 +44,7 @@ def _host_float32(tensor: torch.Tensor) -> np.ndarray:
 def tensor_entry(name: str, tensor: torch.Tensor, to_file: Callable[[np.ndarray], np.ndarray] = lambda a: a,
                  from_file: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> WeightEntry:
     """An entry stored in ``tensor`` (a parameter or a view of one), with layout conversions."""
-    file_shape = to_file(np.empty(tuple(tensor.shape), dtype=np.float32)).shape
+    file_shape = to_file(np.zeros(tuple(tensor.shape), dtype=np.float32)).shape  # not empty: garbage may warn
 
     def write(array: np.ndarray) -> None:
         with torch.no_grad():

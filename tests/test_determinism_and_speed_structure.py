@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from elmo.runtime import LSTM_ROW_BLOCK
 from tests.tiny import tiny_bilm
 
 WORDS = "the a cat dog sat on mat . , and of to in 苹果 买了 ELMo biLM x" .split()
@@ -104,7 +105,8 @@ def test_lstm_input_projection_is_one_matmul_per_layer():
                          if name == "baddbmm" and any(id(a) in input_weights for a in args)]
     assert len(input_projections) == 2  # one per layer, covering every time step
     n_tokens = sum(len(s) + 2 for s in batch)
-    assert all(args[1].shape[1] == n_tokens for args in input_projections)  # packed: no padding rows
+    # Packed: no padding per sentence, only the whole row blocks that keep rounding batch-independent.
+    assert all(n_tokens <= args[1].shape[1] < n_tokens + 2 * LSTM_ROW_BLOCK for args in input_projections)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

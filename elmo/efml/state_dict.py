@@ -29,7 +29,6 @@ total, w the word dimension:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from torch import Tensor
 from elmo.char_cnn import CharCNN
 from elmo.efml import EfmlFormatError
 from elmo.lstm import BiLstm
+from elmo.safe_load import load_tensors_only
 from elmo.weights import WeightEntry, tensor_entry
 
 TOKEN_EMBEDDER_PKL, ENCODER_PKL = "token_embedder.pkl", "encoder.pkl"
@@ -50,23 +50,13 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict saved by ``torch.save``, loaded without running any code it might hold.
 
     Raises:
-        EfmlFormatError: the file is missing or unreadable, or holds anything but named
-            floating-point tensors.
+        EfmlFormatError: the file is missing or unreadable, holds anything but named
+            floating-point tensors, or would run code (refused, see :mod:`elmo.safe_load`).
     """
     path = Path(path)
     if not path.is_file():
         raise EfmlFormatError(f"{path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # whatever torch raises, name the file; never suggest a full unpickle
-        message = " ".join(str(e).split())
-        refused = re.search(r"Unsupported global: GLOBAL \S+", message)
-        if refused:  # torch's restricted unpickler met an object that is not a tensor
-            raise EfmlFormatError(f"{path}: holds objects other than tensors, which could run code when "
-                                  f"loaded; refused ({refused[0]})") from None
-        reason = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", message)
-        raise EfmlFormatError(f"{path}: not a readable torch state dict ({type(e).__name__}: "
-                              f"{reason[1] if reason else message[:200]})") from None
+    state = load_tensors_only(path, EfmlFormatError, "torch state dict")
     if not isinstance(state, Mapping):
         raise EfmlFormatError(f"{path}: holds a {type(state).__name__}, not a state dict (names → tensors)")
     for key, value in state.items():
