@@ -95,10 +95,10 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
     settings = settings or PrecomputeSettings()
     check_read_options(settings.on_error, settings.fields, rejects_path)
     resolve_dtype(settings.compute_dtype, resolve_device(device))  # float16 on a CPU: refused here
-    settings = settings.for_device(bilm, resolve_device(device))  # batch_tokens None: from free GPU memory
     store = os.fspath(store)
     refuse_credentials(store, "output")
     fmt = store_format(store, format)
+    settings = settings.for_device(bilm, resolve_device(device), _recorded_batch_tokens(store, fmt, storage_options))
     if fmt == "hdf5" and "://" in store:
         raise ValueError(f"{store}: HDF5 stores are local files; write Zarr to object storage")
     src = open_source(source, settings.input_format, storage_options)
@@ -115,6 +115,18 @@ def precompute(source: Any, store: str | os.PathLike, bilm: BiLM | None = None,
         if fmt == "zarr":
             return run.build(store, overwrite)
         return run.build_hdf5(store, overwrite)
+
+
+def _recorded_batch_tokens(store: str, fmt: str, storage_options: dict[str, Any] | None) -> int | None:
+    """The batch size the elmo-cache store at ``store`` (or its HDF5 staging store) was built
+    with, if any: the automatic size depends on the memory free at the time."""
+    places = [(store, "hdf5"), (f"{store}.partial.zarr", "zarr")] if fmt == "hdf5" else [(store, "zarr")]
+    for path, kind in places:
+        existing = inspect(path, kind, storage_options)
+        recorded = existing.manifest or (existing.progress or {}).get("identity")
+        if recorded:
+            return recorded.get("batching", {}).get("batch_tokens")
+    return None
 
 
 @dataclass

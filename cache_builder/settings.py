@@ -79,11 +79,13 @@ class PrecomputeSettings:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{flag} must be a positive whole number, got {value!r}")
 
-    def for_device(self, bilm: BiLM, device: torch.device) -> PrecomputeSettings:
-        """These settings with ``batch_tokens`` decided for ``bilm`` on ``device`` when it is None."""
+    def for_device(self, bilm: BiLM, device: torch.device, recorded: int | None = None) -> PrecomputeSettings:
+        """These settings with ``batch_tokens`` decided for ``bilm`` on ``device`` when it is None:
+        ``recorded`` (the size the store being resumed was built with, so that a re-run resumes
+        whatever memory is free now), else from the device."""
         if self.batch_tokens is not None:
             return self
-        return dataclasses.replace(self, batch_tokens=default_batch_tokens(bilm, device, self.compute_dtype))
+        return dataclasses.replace(self, batch_tokens=recorded or default_batch_tokens(bilm, device, self.compute_dtype))
 
     def task_rows(self, n_tokens: int) -> int:
         """Rows per embedding task for a store of ``n_tokens``: ``task_tokens``, or by default a

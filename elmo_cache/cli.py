@@ -262,7 +262,9 @@ def _add_precompute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-field", help="JSONL key of the document id (default id)")
     p.add_argument("--fields", help="comma-separated JSONL text fields to embed")
     p.add_argument("--max-tokens", type=int, default=512, help="split longer texts at sentence ends")
-    p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per model batch")
+    p.add_argument("--batch-tokens", type=int,
+                   help="padded tokens per model batch (default: 4,096 on a CPU; on a GPU the power of two "
+                        "that half its free memory holds)")
     p.add_argument("--task-tokens", type=int,
                    help="stored tokens per task: the unit of scheduling, writing and resume "
                         "(default: a 64th of the store, 4,096 to 131,072)")

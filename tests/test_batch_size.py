@@ -39,3 +39,20 @@ def test_the_default_is_decided_per_device_and_recorded(tmp_path, model_files, m
     manifest = precompute(str(path), str(tmp_path / "s.zarr"), bilm, PrecomputeSettings(tokenizer="whitespace"),
                           device="cpu", progress=False)
     assert manifest["batching"]["batch_tokens"] == CPU_BATCH_TOKENS  # as every store before it recorded
+
+
+def test_an_automatic_batch_size_resumes_with_the_stores_whatever_memory_is_free_now(tmp_path, model_files,
+                                                                                    monkeypatch):
+    """The automatic size is part of the run's identity; a re-run with less (or more) free memory
+    must still resume or keep the store, not refuse it as one of other arguments."""
+    import cache_builder.settings as settings_module
+
+    bilm = load(model_files)
+    path = write_lines(tmp_path / "in.jsonl", [{"id": "a", "text": "one two three ."}])
+    for suffix in (".zarr", ".h5"):
+        store = str(tmp_path / f"s{suffix}")
+        for size in (2048, 8192):
+            monkeypatch.setattr(settings_module, "default_batch_tokens", lambda *args, n=size: n)
+            manifest = precompute(str(path), store, bilm, PrecomputeSettings(tokenizer="whitespace"),
+                                  device="cpu", progress=False)
+            assert manifest["batching"]["batch_tokens"] == 2048
