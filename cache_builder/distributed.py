@@ -182,10 +182,9 @@ class DaskExecutor:
         plugin = ModelPlugin(key, bilm.cpu(), device, dtype, self.threads, self.pin_gpus, self.local)
         for attempt in range(1, MODEL_SEND_ATTEMPTS + 1):
             try:
-                if self.client.run_on_scheduler(_has_worker_plugin, name=name):
-                    # Sent by an earlier run or try: the scheduler gives it to every worker that
-                    # joins, so a worker lost while receiving it is replaced by one that has it.
-                    return
+                if attempt == 1 and self.client.run_on_scheduler(_has_worker_plugin, name=name):
+                    return  # an earlier run on this cluster sent it: its workers (and later ones) have it
+                # A try cut short may have reached some workers only: each try sends it to all.
                 self.client.register_plugin(plugin, name=name)
                 return
             except (CommClosedError, OSError) as e:
