@@ -201,6 +201,10 @@ class SlowToArrive(BiLM):
         super().__setstate__(state)
 
 
+def _sending_the_model(dask_scheduler) -> bool:
+    return any(name.startswith("elmo-cache-model") for name in dask_scheduler.worker_plugins)
+
+
 def test_a_worker_killed_while_the_model_is_sent_is_retried(tmp_path: Path, model_files):
     text = corpus(tmp_path / "in.txt", 100)
     bilm = load(model_files)
@@ -208,7 +212,14 @@ def test_a_worker_killed_while_the_model_is_sent_is_retried(tmp_path: Path, mode
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
-        killer = threading.Timer(1.0, os.kill, (pids[0], signal.SIGKILL))
+
+        def kill_a_worker_as_the_model_is_sent() -> None:
+            deadline = time.time() + 60
+            while not client.run_on_scheduler(_sending_the_model) and time.time() < deadline:
+                time.sleep(0.01)
+            os.kill(pids[0], signal.SIGKILL)  # it is still unpickling the model (two seconds)
+
+        killer = threading.Thread(target=kill_a_worker_as_the_model_is_sent)
         killer.start()
         manifest = precompute(str(text), str(tmp_path / "s.zarr"), bilm,
                               PrecomputeSettings(**SETTINGS, max_tokens=64), progress=False, client=client)
