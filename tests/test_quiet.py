@@ -167,7 +167,7 @@ def test_a_scheduler_lost_mid_run_is_one_line(tmp_path: Path, model_files, sched
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
     line = one_error_line(run)
-    assert "scheduler went away" in line and "re-run" in line
+    assert "Dask scheduler was lost mid-run" in line and "re-run" in line
 
 
 def test_worker_events_are_one_line_each_without_q(tmp_path: Path, model_files):
