@@ -192,7 +192,7 @@ class DaskExecutor:
                 # A try cut short may have reached some workers only: each try sends it to all.
                 self.client.register_plugin(plugin, name=name)
                 return
-            except (CommClosedError, OSError) as e:
+            except OSError as e:  # CommClosedError, Tornado's StreamClosedError: a worker lost mid-send
                 if attempt == MODEL_SEND_ATTEMPTS or self.client.status != "running":
                     raise ClusterError(f"sending the model to the Dask workers failed {attempt} times "
                                        f"({_reason(e)}); check that the workers stay up (memory?) and "
