@@ -98,8 +98,11 @@ def main() -> None:
         path = os.path.join(tmp, "squad.jsonl")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in records(args.records))
-        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {args.records} records, "
+        load = os.getloadavg()[0]
+        print(f"{os.cpu_count()} cores, load average {load:.1f}; {args.records} records, "
               f"median of {args.repeats}; {args.hogs} spinning processes beside the loaded runs")
+        if load > 0.5:
+            print("the machine is not idle: 'idle' runs share it, so the ratios are not the ones to report")
         print(f"{'policy':<11} {'idle s':>7} {'loaded s':>9} {'loaded/idle':>12} {'idle/spin idle':>15}")
         baseline = None
         for name in args.policies.split(","):
