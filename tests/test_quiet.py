@@ -78,7 +78,8 @@ def test_a_truncated_squad_json_gz_is_one_line(tmp_path: Path, model_files):
 
 @pytest.fixture()
 def garbage_server():
-    """A TCP service that is not a Dask scheduler: it answers every connection with junk bytes."""
+    """A TCP service that is not a Dask scheduler: an SSH server's banner, which Dask reads as a
+    frame of 2.82 EiB ("Unable to allocate")."""
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -90,7 +91,7 @@ def garbage_server():
             except TimeoutError:
                 continue
             with conn:
-                conn.sendall(b"\xff" * 64 + b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
                 time.sleep(0.2)
 
     thread = threading.Thread(target=serve, daemon=True)
