@@ -159,6 +159,11 @@ class DaskExecutor:
     def dashboard(self) -> str | None:
         return self.client.dashboard_link
 
+    def close(self) -> None:
+        """Stop reporting the cluster's worker events (a caller's client outlives the run)."""
+        with contextlib.suppress(Exception):  # a client whose scheduler is gone has nothing to stop
+            self.client.unsubscribe_topic("all")
+
     def _on_event(self, event: tuple[float, Any]) -> None:
         """One log line per worker that joins or is lost (the scheduler's "all" topic)."""
         msg = event[1]
@@ -182,13 +187,12 @@ class DaskExecutor:
         plugin = ModelPlugin(key, bilm.cpu(), device, dtype, self.threads, self.pin_gpus, self.local)
         for attempt in range(1, MODEL_SEND_ATTEMPTS + 1):
             try:
-                if self.client.run_on_scheduler(_has_worker_plugin, name=name):
-                    # Sent by an earlier run or try: the scheduler gives it to every worker that
-                    # joins, so a worker lost while receiving it is replaced by one that has it.
-                    return
+                if attempt == 1 and self.client.run_on_scheduler(_has_worker_plugin, name=name):
+                    return  # an earlier run on this cluster sent it: its workers (and later ones) have it
+                # A try cut short may have reached some workers only: each try sends it to all.
                 self.client.register_plugin(plugin, name=name)
                 return
-            except (CommClosedError, OSError) as e:
+            except OSError as e:  # CommClosedError, Tornado's StreamClosedError: a worker lost mid-send
                 if attempt == MODEL_SEND_ATTEMPTS or self.client.status != "running":
                     raise ClusterError(f"sending the model to the Dask workers failed {attempt} times "
                                        f"({_reason(e)}); check that the workers stay up (memory?) and "
@@ -206,9 +210,10 @@ class DaskExecutor:
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
-        except FutureCancelledError as e:
-            raise ClusterError(f"the Dask scheduler went away mid-run ({_reason(e)}); the finished tasks "
-                               "are kept: start the cluster again and re-run the same command to resume") from None
+        except (FutureCancelledError, CommClosedError) as e:  # the futures, or their results' fetch
+            raise ClusterError(f"the connection to the Dask scheduler was lost mid-run ({_reason(e)}); the "
+                               "finished tasks are kept: start the cluster again and re-run the same command "
+                               "to resume") from None
         except KilledWorker as e:
             raise ClusterError(f"a task killed every worker that ran it ({_reason(e)}); a worker's memory "
                                "is the usual cause: give workers more memory or use a smaller --task-tokens, "
@@ -254,22 +259,23 @@ def executor(*, client: Any = None, workers: int | str | None = None, scheduler:
             here.close()
         return
     if client is not None:
-        yield _announce(_with_workers(DaskExecutor(client), cluster_timeout, "the client's cluster"), progress)
+        with contextlib.closing(DaskExecutor(client)) as dask:
+            yield _announce(_with_workers(dask, cluster_timeout, "the client's cluster"), progress)
         return
     if scheduler is not None:
         refuse_credentials(scheduler, "scheduler")
-        with _connect(scheduler, cluster_timeout) as remote:
-            yield _announce(_with_workers(DaskExecutor(remote), cluster_timeout, f"the scheduler at {scheduler}"),
-                            progress)
+        with _connect(scheduler, cluster_timeout) as remote, contextlib.closing(DaskExecutor(remote)) as dask:
+            yield _announce(_with_workers(dask, cluster_timeout, f"the scheduler at {scheduler}"), progress)
         return
     gpus = torch.cuda.device_count() if resolve_device(device).type == "cuda" else 0
     n = (gpus or os.cpu_count() or 1) if workers == "auto" else int(workers)
     if n < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     # The dashboard only serves the address we announce: without it there is no port to collide on.
-    with local_cluster(n, dashboard_address=":8787" if progress else None) as local:
-        threads = None if gpus else max(1, (os.cpu_count() or 1) // n)
-        yield _announce(DaskExecutor(local, threads=threads, pin_gpus=bool(gpus), local=True), progress)
+    threads = None if gpus else max(1, (os.cpu_count() or 1) // n)
+    with local_cluster(n, dashboard_address=":8787" if progress else None) as local, \
+            contextlib.closing(DaskExecutor(local, threads=threads, pin_gpus=bool(gpus), local=True)) as dask:
+        yield _announce(dask, progress)
 
 
 @contextlib.contextmanager

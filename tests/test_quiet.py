@@ -78,7 +78,8 @@ def test_a_truncated_squad_json_gz_is_one_line(tmp_path: Path, model_files):
 
 @pytest.fixture()
 def garbage_server():
-    """A TCP service that is not a Dask scheduler: it answers every connection with junk bytes."""
+    """A TCP service that is not a Dask scheduler: an SSH server's banner, which Dask reads as a
+    frame of 2.82 EiB ("Unable to allocate")."""
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -90,7 +91,7 @@ def garbage_server():
             except TimeoutError:
                 continue
             with conn:
-                conn.sendall(b"\xff" * 64 + b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
                 time.sleep(0.2)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -167,7 +168,7 @@ def test_a_scheduler_lost_mid_run_is_one_line(tmp_path: Path, model_files, sched
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
     line = one_error_line(run)
-    assert "scheduler went away" in line and "re-run" in line
+    assert "Dask scheduler was lost mid-run" in line and "re-run" in line
 
 
 def test_worker_events_are_one_line_each_without_q(tmp_path: Path, model_files):
@@ -201,6 +202,10 @@ class SlowToArrive(BiLM):
         super().__setstate__(state)
 
 
+def _sending_the_model(dask_scheduler) -> bool:
+    return any(name.startswith("elmo-cache-model") for name in dask_scheduler.worker_plugins)
+
+
 def test_a_worker_killed_while_the_model_is_sent_is_retried(tmp_path: Path, model_files):
     text = corpus(tmp_path / "in.txt", 100)
     bilm = load(model_files)
@@ -208,10 +213,34 @@ def test_a_worker_killed_while_the_model_is_sent_is_retried(tmp_path: Path, mode
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
-        killer = threading.Timer(1.0, os.kill, (pids[0], signal.SIGKILL))
+
+        def kill_a_worker_as_the_model_is_sent() -> None:
+            deadline = time.time() + 60
+            while not client.run_on_scheduler(_sending_the_model) and time.time() < deadline:
+                time.sleep(0.01)
+            os.kill(pids[0], signal.SIGKILL)  # it is still unpickling the model (two seconds)
+
+        killer = threading.Thread(target=kill_a_worker_as_the_model_is_sent)
         killer.start()
         manifest = precompute(str(text), str(tmp_path / "s.zarr"), bilm,
                               PrecomputeSettings(**SETTINGS, max_tokens=64), progress=False, client=client)
         killer.join()
         assert pids[0] not in client.run(os.getpid).values()
     assert manifest["counts"]["documents"] == 150
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_line_lets_waiting_threads_sleep(given, expected):
+    """Spinning OpenMP threads take the cores from the processes beside a run
+    (benchmarks/under_load.py); the command line sets the policy before anything loads torch (it
+    is read then), and an explicit setting wins."""
+    code = ("import os, sys\n"
+            "from elmo_cache.cli import main\n"
+            "assert 'torch' not in sys.modules\n"
+            "main(['info', 'no-such.zarr'])\n"  # fails (no store), after setting the policy
+            "print(os.environ.get('OMP_WAIT_POLICY'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert run.stdout.split() == [expected], run.stderr[-2000:]

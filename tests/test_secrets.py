@@ -6,8 +6,6 @@ that goes away mid-run is one line, not a chain of tracebacks. Against a moto S3
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
