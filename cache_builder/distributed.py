@@ -305,24 +305,28 @@ def local_cluster(n_workers: int, **kwargs: Any) -> Iterator[Client]:
     """A client of a new LocalCluster of ``n_workers`` processes, one thread each, as runs use it."""
     # Dask's statistical profiler walks every worker thread's stack 100 times a second, holding
     # the GIL: a few percent of a task's time, for a chart no run of ours reads.
-    with dask.config.set({"distributed.worker.profile.enabled": False}), warnings.catch_warnings():
+    with dask.config.set({"distributed.worker.profile.enabled": False}), _workers_ignore_interrupt(), \
+            warnings.catch_warnings():
         # "Port 8787 is already in use": the dashboard takes another port, which we announce.
         warnings.filterwarnings("ignore", message="Port .* is already in use")
-        # Ctrl-C reaches every process of the terminal's group; only the driver should act on it
-        # (it stops the cluster). The workers, and the event-loop thread that starts them (and
-        # later restarts them), inherit SIGINT blocked; the driver gets a Ctrl-C pressed
-        # meanwhile once it is unblocked, below.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                   silence_logs=logging.CRITICAL, **kwargs)
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            raise
-    with cluster:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        with Client(cluster) as client:
-            yield client
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               silence_logs=logging.CRITICAL, **kwargs)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupt() -> Iterator[None]:
+    """Worker processes started inside inherit an ignored SIGINT: Ctrl-C reaches every process of
+    the terminal's group, and only the driver should act on it (it stops the cluster)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _announce(dask: DaskExecutor, progress: bool) -> DaskExecutor:
