@@ -163,12 +163,14 @@ def _write(store: ZarrStore, task: Task, rows: dict[str, np.ndarray]) -> None:
 
 
 class _WriteBehind:
-    """Writes tasks' rows, then their done markers, in a thread of its own: one task's rows in
-    flight while the next task computes (so at most two tasks' rows are held).
+    """Writes tasks' rows, then their done markers, in a thread of its own: a hand-over of depth
+    one (one task's rows in flight while the next task computes, so at most two tasks' rows are
+    held; :meth:`submit` waits for the one before).
 
     Used by one thread, the one running the tasks. A failed write stops the writes after it
-    (their tasks stay not done, and a re-run redoes them) and is raised by the next :meth:`check`, :meth:`submit` or :meth:`wait`; a marker is
-    written only after all its task's rows are.
+    (their tasks stay not done, and a re-run redoes them) and is raised by the next
+    :meth:`check`, :meth:`submit` or :meth:`wait`; a marker is written only after all its
+    task's rows are.
     """
 
     def __init__(self, store: ZarrStore):
