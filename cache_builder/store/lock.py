@@ -69,7 +69,16 @@ class RunLock:
         self.fs.rm_file(self.root)
 
     def _write(self) -> None:
-        self.fs.pipe_file(self.root, json.dumps(self._holder).encode())
+        """Write the holder whole: a local file is renamed into place, since a reader could see a
+        rewrite half done (object stores put whole objects)."""
+        data = json.dumps(self._holder).encode()
+        if not {"file", "local"} & set(_protocols(self.fs)):
+            self.fs.pipe_file(self.root, data)
+            return
+        partial = f"{self.root}.{os.getpid()}.partial"
+        with open(partial, "wb") as f:
+            f.write(data)
+        os.replace(partial, self.root)
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
@@ -85,6 +94,10 @@ def read_lock(fs: Any, root: str) -> dict[str, Any] | None:
         return json.loads(fs.cat_file(root))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
 
 def _now() -> str:
@@ -128,7 +141,7 @@ def _describe(holder: dict[str, Any]) -> str:
 
 def _remove_command(path: str, fs: Any, root: str) -> str:
     """A shell command that deletes the lock at ``path``."""
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    protocol = _protocols(fs)[0]
     if protocol in ("file", "local"):
         return f"rm {shlex.quote(os.path.abspath(root))}"
     if protocol in ("s3", "s3a"):
