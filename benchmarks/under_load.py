@@ -9,14 +9,21 @@ sample (``data/sample_squad.jsonl``, its records repeated with distinct texts up
 ``--records``) with the bundled model, once on the idle machine and once beside ``--hogs``
 processes that spin; ``--repeats`` runs each, the median kept. Policies:
 
-- ``spin``: OpenMP's own default (threads spin a while before they sleep), one thread per core;
-- ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep), one thread per core: what
-  the command line sets;
+- ``share``: what ``precompute`` does: OpenMP's spinning threads, as many as the other processes
+  leave cores free (``cache_builder/core_share.py``), measured a few times a second;
+- ``spin``: OpenMP's own default (threads spin a while before they sleep), one thread per core
+  whatever the neighbours do;
+- ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep), one thread per core;
 - ``one-thread``: a single torch thread.
 
-Prints per policy the idle and loaded seconds, loaded / idle, and idle / spin's idle.
+The last three hold the thread count fixed. Prints per policy the idle and loaded seconds,
+loaded / idle, idle / spin's idle (what the policy costs on an idle machine), and the share of
+the machine's cores the loaded run used (its CPU seconds over wall seconds times cores), beside
+the fair share, 1 / (hogs + 1). A run that uses both cores well when idle cannot be less than
+about (hogs + 1) times slower at its fair share; loaded / idle is only small for policies that
+are slow when idle.
 
-Usage: ``python benchmarks/under_load.py [--records 300] [--repeats 3] [--hogs 2]``
+Usage: ``python benchmarks/under_load.py [--records 3000] [--repeats 3] [--hogs 2]``
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample_squad.jsonl"
-POLICIES = {"spin": {"OMP_WAIT_POLICY": "ACTIVE_DEFAULT"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+FIXED = "UNDER_LOAD_FIXED_THREADS"  # tells the child to keep its thread count
+POLICIES = {"spin": {FIXED: "1"}, "share": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE", FIXED: "1"},
             "one-thread": {"OMP_NUM_THREADS": "1"}}
 
 
@@ -46,22 +54,31 @@ def records(n: int) -> list[dict]:
 
 
 def child(path: str) -> None:
-    """One run of ``precompute`` over the JSONL at ``path``: prints its seconds (imports excluded)."""
+    """One run of ``precompute`` over the JSONL at ``path``: prints its wall and CPU seconds
+    (imports excluded; CPU of the process and its planning processes)."""
     sys.path.insert(0, str(REPO))
+    from cache_builder.core_share import CoreShare
     from cache_builder.engine import PrecomputeSettings, precompute
 
+    if os.environ.get(FIXED):
+        CoreShare.update = lambda self: None
+
     with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         precompute(path, os.path.join(out, "s.zarr"), settings=PrecomputeSettings(tokenizer="en"), progress=False)
-        print(time.perf_counter() - started)
+        print(time.perf_counter() - started, cpu_seconds() - cpu)
 
 
-def run_once(path: str, env: dict[str, str]) -> float:
-    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    environ = {k: v for k, v in {**environ, **env}.items() if v != "ACTIVE_DEFAULT"}
-    out = subprocess.run([sys.executable, __file__, "--child", path], env=environ, check=True,
+def cpu_seconds() -> float:
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+
+
+def run_once(path: str, env: dict[str, str]) -> tuple[float, float]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", FIXED)}
+    out = subprocess.run([sys.executable, __file__, "--child", path], env={**environ, **env}, check=True,
                          capture_output=True, text=True)
-    return float(out.stdout.split()[-1])
+    wall, cpu = out.stdout.split()[-2:]
+    return float(wall), float(cpu)
 
 
 def hog(stop: multiprocessing.synchronize.Event) -> None:
@@ -70,13 +87,15 @@ def hog(stop: multiprocessing.synchronize.Event) -> None:
             pass
 
 
-def measure(path: str, env: dict[str, str], repeats: int, hogs: int) -> float:
+def measure(path: str, env: dict[str, str], repeats: int, hogs: int) -> tuple[float, float]:
+    """The median run's wall seconds, and the share of the machine's cores it used."""
     stop = multiprocessing.Event()
     workers = [multiprocessing.Process(target=hog, args=(stop,), daemon=True) for _ in range(hogs)]
     for w in workers:
         w.start()
     try:
-        return statistics.median(run_once(path, env) for _ in range(repeats))
+        wall, cpu = sorted(run_once(path, env) for _ in range(repeats))[repeats // 2]
+        return wall, cpu / wall / (os.cpu_count() or 1)
     finally:
         stop.set()
         for w in workers:
@@ -85,7 +104,7 @@ def measure(path: str, env: dict[str, str], repeats: int, hogs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=300)
+    parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hogs", type=int, default=2)
     parser.add_argument("--policies", default=",".join(POLICIES))
@@ -103,14 +122,16 @@ def main() -> None:
               f"median of {args.repeats}; {args.hogs} spinning processes beside the loaded runs")
         if load > 0.5:
             print("the machine is not idle: 'idle' runs share it, so the ratios are not the ones to report")
-        print(f"{'policy':<11} {'idle s':>7} {'loaded s':>9} {'loaded/idle':>12} {'idle/spin idle':>15}")
+        print(f"fair share of the cores beside them: {1 / (args.hogs + 1):.2f}")
+        print(f"{'policy':<11} {'idle s':>7} {'loaded s':>9} {'loaded/idle':>12} {'idle/spin idle':>15} "
+              f"{'loaded share':>13}")
         baseline = None
         for name in args.policies.split(","):
-            idle = measure(path, POLICIES[name], args.repeats, 0)
-            loaded = measure(path, POLICIES[name], args.repeats, args.hogs)
+            idle, _ = measure(path, POLICIES[name], args.repeats, 0)
+            loaded, share = measure(path, POLICIES[name], args.repeats, args.hogs)
             baseline = baseline or idle
-            print(f"{name:<11} {idle:>7.2f} {loaded:>9.2f} {loaded / idle:>11.2f}x {idle / baseline:>14.2f}x",
-                  flush=True)
+            print(f"{name:<11} {idle:>7.2f} {loaded:>9.2f} {loaded / idle:>11.2f}x {idle / baseline:>14.2f}x "
+                  f"{share:>13.2f}", flush=True)
 
 
 if __name__ == "__main__":

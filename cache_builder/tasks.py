@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cache_builder.batching import length_batches
+from cache_builder.core_share import CoreShare
 from cache_builder.layers import LayerSpec
 from cache_builder.plan import Task
 from cache_builder.store import StoreReader, ZarrStore
@@ -275,12 +276,19 @@ def _token_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM,
                 on_progress(sum(min(s + n, task.stop) - max(s, task.start) for s, n in members))
 
     def compute() -> None:
-        with torch.inference_mode():
-            while (item := to_model.get()) is not _END:
-                members, prepared = item
-                result = model(prepared.to(model.device))
-                vectors = spec.apply(result.layers).to(out_dtype)  # (batch, time, n_vector_layers, dim)
-                to_writer.put((members, _to_host(vectors, cuda)))
+        share = CoreShare() if model.device.type == "cpu" else None
+        try:
+            with torch.inference_mode():
+                while (item := to_model.get()) is not _END:
+                    if share is not None:
+                        share.update()
+                    members, prepared = item
+                    result = model(prepared.to(model.device))
+                    vectors = spec.apply(result.layers).to(out_dtype)  # (batch, time, n_vector_layers, dim)
+                    to_writer.put((members, _to_host(vectors, cuda)))
+        finally:
+            if share is not None:
+                share.close()
         to_writer.put(_END)
 
     threads = [threading.Thread(target=_run_stage, args=(f, errors, failed), daemon=True) for f in (prepare, write)]

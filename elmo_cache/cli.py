@@ -481,17 +481,7 @@ def _failure(e: BaseException) -> str | None:
     return None
 
 
-def _share_the_cores() -> None:
-    """Waiting OpenMP threads sleep instead of spinning (unless the environment says otherwise).
-    Spinning threads are free on an idle machine but steal the cores from every other process on
-    a busy one, this run's own Dask workers too: beside two busy processes on 2 cores a run took
-    3.8x its idle time (benchmarks/under_load.py). OpenMP reads this once, as torch loads: this
-    runs before any import of torch, and worker processes inherit it."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def main(argv: list[str] | None = None) -> int:
-    _share_the_cores()
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "quiet", False))
     try:

@@ -227,20 +227,3 @@ def test_a_worker_killed_while_the_model_is_sent_is_retried(tmp_path: Path, mode
         killer.join()
         assert pids[0] not in client.run(os.getpid).values()
     assert manifest["counts"]["documents"] == 150
-
-
-@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_the_command_line_lets_waiting_threads_sleep(given, expected):
-    """Spinning OpenMP threads take the cores from the processes beside a run
-    (benchmarks/under_load.py); the command line sets the policy before anything loads torch (it
-    is read then), and an explicit setting wins."""
-    code = ("import os, sys\n"
-            "from elmo_cache.cli import main\n"
-            "assert 'torch' not in sys.modules\n"
-            "main(['info', 'no-such.zarr'])\n"  # fails (no store), after setting the policy
-            "print(os.environ.get('OMP_WAIT_POLICY'))\n")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
-    assert run.stdout.split() == [expected], run.stderr[-2000:]
