@@ -43,16 +43,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cache_builder.engine as engine  # noqa: E402
-import cache_builder.plan as plan  # noqa: E402
-from cache_builder.engine import PrecomputeSettings, precompute  # noqa: E402
+from bilm_throughput import model_options  # noqa: E402
+
+import cache_builder.build.engine as engine  # noqa: E402
+import cache_builder.build.plan as plan  # noqa: E402
+from cache_builder.build.engine import PrecomputeSettings, precompute  # noqa: E402
 from cache_builder.layers import parse_layer_spec  # noqa: E402
 from cache_builder.store import ZarrStore  # noqa: E402
 from cache_builder.store.encoding import FloatEncoding  # noqa: E402
 from elmo import BiLM, BiLMOptions  # noqa: E402
 from elmo.bilm import BiLMOutput, TokenBatch  # noqa: E402
-
-from bilm_throughput import model_options  # noqa: E402
 
 # The full model's width (projection 512, so 1024 per layer, 2 LSTM layers); the rest is kept
 # small because nothing of it runs.

@@ -34,17 +34,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from peak_rss import reported_peak  # noqa: E402
+
 from cache_builder import open_cache  # noqa: E402
-from cache_builder.batching import length_batches  # noqa: E402
-from cache_builder.engine import PrecomputeSettings, precompute  # noqa: E402
+from cache_builder.build.batching import length_batches  # noqa: E402
+from cache_builder.build.engine import PrecomputeSettings, precompute  # noqa: E402
+from cache_builder.build.plan import make_tasks  # noqa: E402
+from cache_builder.build.tasks import task_pieces  # noqa: E402
 from cache_builder.layers import parse_layer_spec  # noqa: E402
-from cache_builder.plan import make_tasks  # noqa: E402
 from cache_builder.store.layout import decode_strings  # noqa: E402
-from cache_builder.tasks import task_pieces  # noqa: E402
 from elmo import BiLM, BiLMOptions, load_bilm  # noqa: E402
 from elmo.weights import save_weights  # noqa: E402
-
-from peak_rss import reported_peak  # noqa: E402
 
 SMALL = {
     "char_cnn": {"embedding": {"dim": 16}, "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256],

@@ -42,14 +42,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from precompute import make_squad  # noqa: E402
+
 from cache_builder import open_cache  # noqa: E402
-from cache_builder.cache import pad_collate  # noqa: E402
-from cache_builder.engine import PrecomputeSettings, precompute  # noqa: E402
+from cache_builder.build.engine import PrecomputeSettings, precompute  # noqa: E402
 from cache_builder.layers import parse_layer_spec  # noqa: E402
+from cache_builder.read.cache import pad_collate  # noqa: E402
 from cache_builder.store.encoding import get_encoding  # noqa: E402
 from elmo import BiLM, BiLMOptions  # noqa: E402
-
-from precompute import make_squad  # noqa: E402
 
 SHAPE = {  # the small ELMo shape's vectors from a cheaper model (see the docstring)
     "char_cnn": {"embedding": {"dim": 16}, "filters": [[1, 32], [2, 32], [3, 64]], "n_highway": 1,

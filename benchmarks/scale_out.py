@@ -35,16 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from bilm_throughput import model_options  # noqa: E402
-from cache_builder.distributed import local_cluster  # noqa: E402
-from cache_builder.engine import PrecomputeSettings, precompute  # noqa: E402
-from cache_builder.inputs import ReadStats, RecordLog  # noqa: E402
+
+from cache_builder.build.distributed import local_cluster  # noqa: E402
+from cache_builder.build.engine import PrecomputeSettings, precompute  # noqa: E402
+from cache_builder.build.inputs import ReadStats, RecordLog  # noqa: E402
+from cache_builder.build.plan import PlanWriter, read_part  # noqa: E402
+from cache_builder.build.sources import embedded_fields, open_source  # noqa: E402
 from cache_builder.layers import LayerSpec  # noqa: E402
-from cache_builder.plan import PlanWriter, read_part  # noqa: E402
-from cache_builder.sources import embedded_fields, open_source  # noqa: E402
 from cache_builder.store import ZarrStore  # noqa: E402
 from cache_builder.store.layout import array_specs  # noqa: E402
-from elmo.tokenize import get_tokenizer  # noqa: E402
 from elmo import BiLM  # noqa: E402
+from elmo.tokenize import get_tokenizer  # noqa: E402
 
 
 def make_squad_jsonl(path: Path, contexts: int, questions: int, vocab: int, seed: int) -> None:

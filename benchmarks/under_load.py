@@ -10,7 +10,7 @@ sample (``data/sample_squad.jsonl``, its records repeated with distinct texts up
 processes that spin; ``--repeats`` runs each, the median kept. Policies:
 
 - ``share``: what ``precompute`` does: OpenMP's spinning threads, as many as the other processes
-  leave cores free (``cache_builder/core_share.py``), measured a few times a second;
+  leave cores free (``cache_builder/build/core_share.py``), measured a few times a second;
 - ``spin``: OpenMP's own default (threads spin a while before they sleep), one thread per core
   whatever the neighbours do;
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep), one thread per core;
@@ -57,8 +57,8 @@ def child(path: str) -> None:
     """One run of ``precompute`` over the JSONL at ``path``: prints its wall and CPU seconds
     (imports excluded; CPU of the process and its planning processes)."""
     sys.path.insert(0, str(REPO))
-    from cache_builder.core_share import CoreShare
-    from cache_builder.engine import PrecomputeSettings, precompute
+    from cache_builder.build.core_share import CoreShare
+    from cache_builder.build.engine import PrecomputeSettings, precompute
 
     if os.environ.get(FIXED):
         CoreShare.update = lambda self: None

@@ -39,8 +39,8 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cache_builder.build.settings import PrecomputeSettings  # noqa: E402
 from cache_builder.layers import LayerSpec  # noqa: E402
-from cache_builder.settings import PrecomputeSettings  # noqa: E402
 from cache_builder.store import ZarrStore  # noqa: E402
 from cache_builder.store.layout import array_specs, task_chunking  # noqa: E402
 

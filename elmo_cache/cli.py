@@ -201,7 +201,7 @@ def _load_model(args: argparse.Namespace):
 
 
 def _default_store(input_path: str) -> str:
-    from cache_builder.inputs import is_stream
+    from cache_builder.build.inputs import is_stream
 
     if input_path == "-" or is_stream(input_path):
         raise ValueError(f"reading {'standard input (-)' if input_path == '-' else input_path}, a stream: "
@@ -210,7 +210,7 @@ def _default_store(input_path: str) -> str:
 
 
 def _run_precompute(args: argparse.Namespace) -> int:
-    from cache_builder.engine import PrecomputeSettings, dry_run, precompute
+    from cache_builder.build.engine import PrecomputeSettings, dry_run, precompute
     from cache_builder.layers import parse_layer_spec
     from elmo.models import model_folder
     from elmo.tokenize import choose_tokenizer
@@ -316,7 +316,7 @@ def _add_lookup(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from cache_builder.verify import verify
+    from cache_builder.read.verify import verify
 
     bilm = _load_model(args)[0] if args.model or args.options or args.weights else None
     report = verify(args.store, bilm, sample=args.sample)
@@ -336,7 +336,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export_allennlp(args: argparse.Namespace) -> int:
-    from cache_builder.export import export_allennlp
+    from cache_builder.read.export import export_allennlp
 
     n = export_allennlp(args.store, args.out, args.mode)
     print(f"{args.out}: {n} sentences ({args.mode})")
@@ -355,7 +355,7 @@ def _add_export_allennlp(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_elmo(args: argparse.Namespace) -> int:
-    from cache_builder.elmo_command import embed_file
+    from cache_builder.build.elmo_command import embed_file
 
     bilm, files = _load_model(args)
     device = None if args.cuda_device is None else "cpu" if args.cuda_device < 0 else f"cuda:{args.cuda_device}"
@@ -459,7 +459,7 @@ class _OwnLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.split(".", 1)[0] in self._FOREIGN:
             return False
-        from cache_builder.sources import redact_credentials
+        from cache_builder.build.sources import redact_credentials
 
         record.msg, record.args = redact_credentials(record.getMessage()), None
         return True
@@ -468,7 +468,7 @@ class _OwnLines(logging.Filter):
 def _failure(e: BaseException) -> str | None:
     """The one line (after "error: ") that tells a user what failed and what to do, for every
     failure they can act on; None for anything else (a bug: its traceback is the report)."""
-    from cache_builder.distributed import ClusterError
+    from cache_builder.build.distributed import ClusterError
 
     if isinstance(e, KeyError) and len(e.args) == 1:  # str() of a KeyError is its message in quotes
         return str(e.args[0])
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise
         _quiet_shutdown()
-        from cache_builder.sources import redact_credentials
+        from cache_builder.build.sources import redact_credentials
 
         print(f"error: {redact_credentials(' '.join(message.split()))}", file=sys.stderr)
         return 2

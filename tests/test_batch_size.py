@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.settings import CPU_BATCH_TOKENS, MAX_BATCH_TOKENS, default_batch_tokens
+from cache_builder.build.engine import PrecomputeSettings, precompute
+from cache_builder.build.settings import CPU_BATCH_TOKENS, MAX_BATCH_TOKENS, default_batch_tokens
 from tests.cache_models import load
 from tests.test_inputs import write_lines
 from tests.tiny import tiny_bilm
@@ -45,7 +45,7 @@ def test_an_automatic_batch_size_resumes_with_the_stores_whatever_memory_is_free
                                                                                     monkeypatch):
     """The automatic size is part of the run's identity; a re-run with less (or more) free memory
     must still resume or keep the store, not refuse it as one of other arguments."""
-    import cache_builder.settings as settings_module
+    import cache_builder.build.settings as settings_module
 
     bilm = load(model_files)
     path = write_lines(tmp_path / "in.jsonl", [{"id": "a", "text": "one two three ."}])

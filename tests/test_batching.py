@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cache_builder.batching import content_hash, length_batches
+from cache_builder.build.batching import content_hash, length_batches
 
 
 def test_batches_respect_the_padded_budget_and_sort_by_length():

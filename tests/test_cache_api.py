@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from cache_builder import open_cache
-from cache_builder.cache import EmbeddingCache, pad_collate
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.export import export_allennlp
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec, parse_layer_spec
+from cache_builder.read.cache import EmbeddingCache, pad_collate
+from cache_builder.read.export import export_allennlp
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines
 

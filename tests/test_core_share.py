@@ -1,5 +1,5 @@
 """A CPU run takes its fair share of a busy machine: its torch threads follow the cores the other
-processes leave free (``cache_builder/core_share.py``), with real spinning processes beside it,
+processes leave free (``cache_builder/build/core_share.py``), with real spinning processes beside it,
 and what it stores does not depend on how many threads computed it."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from cache_builder import core_share, open_cache
-from cache_builder.core_share import CoreShare, Sample, fair_threads, process_ticks
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder import open_cache
+from cache_builder.build import core_share
+from cache_builder.build.core_share import CoreShare, Sample, fair_threads, process_ticks
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from tests.test_engine_batch_independence import LSTM
 from tests.test_scale_out import corpus
 from tests.tiny import tiny_bilm

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-import cache_builder.inputs as inputs_module
-from cache_builder.inputs import (
+import cache_builder.build.inputs as inputs_module
+from cache_builder.build.inputs import (
     InputError,
     ReadStats,
     Record,

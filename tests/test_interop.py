@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cache_builder import open_cache
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec, parse_layer_spec
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import cli
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec
+from cache_builder.read.verify import verify
 from cache_builder.store import ZarrStore
-from cache_builder.verify import verify
 from elmo import BiLMOptions, OptionsError
 from elmo.train import TrainConfig, TrainingError
 from elmo.weights import save_weights

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from cache_builder.store import StoreError
 from cache_builder.store import lock as lock_module
 from cache_builder.store.lock import RunLock

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from cache_builder import open_cache
-from cache_builder.cache import pad_collate
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec, parse_layer_spec
-from cache_builder.mix import ScalarMix
+from cache_builder.read.cache import pad_collate
+from cache_builder.read.mix import ScalarMix
 from elmo_cache.cli import build_parser, main
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import cache_builder.engine as engine
-import cache_builder.plan as plan
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.inputs import InputError
+import cache_builder.build.engine as engine
+import cache_builder.build.plan as plan
+from cache_builder.build.engine import PrecomputeSettings, precompute
+from cache_builder.build.inputs import InputError
 from tests.cache_models import load
 from tests.test_inputs import write_lines
 from tests.test_scale_out import corpus, store_arrays

@@ -14,15 +14,14 @@ import pytest
 import torch
 
 from cache_builder import open_cache
-from cli import main
-from cache_builder.engine import PrecomputeSettings, dry_run, precompute
-from cache_builder.inputs import InputError, default_rejects_path
+from cache_builder.build.engine import PrecomputeSettings, dry_run, precompute
+from cache_builder.build.inputs import InputError, default_rejects_path
 from cache_builder.layers import LayerSpec, parse_layer_spec
 from cache_builder.store import StoreError
+from cli import main
 from elmo import load_bilm
 from tests.cache_models import load
 from tests.test_inputs import BAD_JSONL, GOOD_AFTER, GOOD_BEFORE, make_squad, write_lines
-
 
 REPO = Path(__file__).resolve().parent.parent
 

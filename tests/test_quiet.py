@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from elmo import BiLM
 from tests.cache_models import load
 from tests.test_scale_out import SETTINGS, _tasks_done, corpus

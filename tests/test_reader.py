@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from cache_builder import open_cache
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.inputs import InputError
+from cache_builder.build.engine import PrecomputeSettings, precompute
+from cache_builder.build.inputs import InputError
 from cache_builder.layers import LayerSpec
-from cache_builder.pooling import masked_mean
-from cache_builder.reader import AnswerSummary, ReaderDataset, answer_token_span, read_answers, reader_collate
+from cache_builder.read.pooling import masked_mean
+from cache_builder.read.reader import AnswerSummary, ReaderDataset, answer_token_span, read_answers, reader_collate
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines
 
@@ -301,7 +301,7 @@ def test_pooled_vectors_are_the_mean_over_a_fields_tokens(stores):
 
 
 def test_answers_nested_too_deeply_are_a_bad_record_not_a_crash(tmp_path: Path):
-    from cache_builder.reader import read_answers
+    from cache_builder.read.reader import read_answers
 
     path = tmp_path / "answers.jsonl"
     path.write_text('{"id": "q1", "answers": ' + "[" * 10_000 + "]" * 10_000 + "}\n"

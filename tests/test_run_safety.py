@@ -20,9 +20,9 @@ import pytest
 import zarr
 
 from cache_builder import open_cache
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.inputs import InputError
-from cache_builder.sources import FileSource
+from cache_builder.build.engine import PrecomputeSettings, precompute
+from cache_builder.build.inputs import InputError
+from cache_builder.build.sources import FileSource
 from cache_builder.store import StoreError
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines
@@ -212,7 +212,7 @@ def test_a_store_and_its_model_move_together_and_verify_says_which_flag_when_the
         tmp_path: Path):
     import shutil
 
-    from cache_builder.verify import verify
+    from cache_builder.read.verify import verify
 
     project = tmp_path / "project"
     files = save_tiny_model(project / "model")
@@ -229,7 +229,7 @@ def test_a_store_and_its_model_move_together_and_verify_says_which_flag_when_the
 
 
 def test_the_progress_bar_moves_with_every_batch_of_a_squad_file(tmp_path: Path, model_files, monkeypatch):
-    from cache_builder.progress import EmbedBar
+    from cache_builder.build.progress import EmbedBar
     from tests.test_inputs import make_squad
 
     squad = tmp_path / "train.json"
@@ -280,7 +280,7 @@ def test_a_run_failing_on_its_input_leaves_no_store_and_the_corrected_command_ru
 
 def test_a_reset_store_records_the_bad_record_its_run_failed_on_and_any_rerun_replaces_it(tmp_path: Path,
                                                                                           model_files):
-    from cache_builder.verify import verify
+    from cache_builder.read.verify import verify
 
     store = tmp_path / "s.zarr"
     run(write_lines(tmp_path / "good.txt", ["a b c ."]), store, model_files)
@@ -304,7 +304,7 @@ def test_a_complete_hdf5_file_beside_a_half_deleted_staging_store_is_not_stuck(t
     text = write_lines(tmp_path / "in.txt", ["a b c .", "d e ."])
     store, staging = tmp_path / "s.h5", tmp_path / "s.h5.partial.zarr"
     with monkeypatch.context() as m:  # the run is stopped while it deletes its converted staging store
-        m.setattr("cache_builder.engine.shutil", SimpleNamespace(rmtree=lambda p: shutil.rmtree(Path(p) / "vectors")))
+        m.setattr("cache_builder.build.engine.shutil", SimpleNamespace(rmtree=lambda p: shutil.rmtree(Path(p) / "vectors")))
         manifest = run(text, store, model_files)
     assert (staging / "zarr.json").exists() and not (staging / "vectors").exists()
     assert run(text, store, model_files) == manifest and not staging.exists()  # finished: deleted

@@ -18,8 +18,8 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 from cache_builder import open_cache
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.verify import verify
+from cache_builder.build.engine import PrecomputeSettings, precompute
+from cache_builder.read.verify import verify
 from tests.cache_models import load
 from tests.test_inputs import write_lines
 

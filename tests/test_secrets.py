@@ -15,7 +15,7 @@ import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
 
-from cache_builder.sources import redact_credentials, refuse_credentials
+from cache_builder.build.sources import redact_credentials, refuse_credentials
 from tests.test_quiet import cli, one_error_line
 from tests.test_scale_out import corpus
 

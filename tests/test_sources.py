@@ -14,9 +14,9 @@ import fsspec
 import pytest
 
 from cache_builder import open_cache
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.inputs import InputError
-from cache_builder.sources import FileSource, IterableSource, fingerprint, open_source
+from cache_builder.build.engine import PrecomputeSettings, precompute
+from cache_builder.build.inputs import InputError
+from cache_builder.build.sources import FileSource, IterableSource, fingerprint, open_source
 from tests.cache_models import load
 from tests.test_inputs import write_lines
 from tests.test_scale_out import store_arrays
@@ -121,7 +121,7 @@ def test_blank_lines_are_skipped_and_a_lone_cr_ends_a_line(tmp_path: Path, model
 
 
 def test_directories_pipes_and_descriptors_are_read_or_refused_by_name(tmp_path: Path, model_files):
-    from cache_builder.inputs import read_records
+    from cache_builder.build.inputs import read_records
 
     folder = tmp_path / "corpus"
     folder.mkdir()

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from cache_builder import open_cache
-from cache_builder.commit import copy_store
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.build.commit import copy_store
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec
+from cache_builder.read.verify import verify
 from cache_builder.store import BACKENDS, CorruptStoreError, Hdf5Store, StoreError, open_reader, store_format
-from cache_builder.verify import verify
 from elmo_cache.cli import main
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines

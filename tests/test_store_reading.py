@@ -19,12 +19,12 @@ import torch
 import zarr
 
 from cache_builder import open_cache
-from cache_builder.cache import pad_collate
-from cache_builder.engine import PrecomputeSettings, precompute
+from cache_builder.build.engine import PrecomputeSettings, precompute
 from cache_builder.layers import LayerSpec
+from cache_builder.read.cache import pad_collate
+from cache_builder.read.verify import ABSOLUTE_TOLERANCE, verify
 from cache_builder.store import CorruptStoreError
 from cache_builder.store.encoding import ENCODINGS, get_encoding
-from cache_builder.verify import ABSOLUTE_TOLERANCE, verify
 from elmo import load_bilm
 from tests.cache_models import load, save_tiny_model
 from tests.test_inputs import write_lines

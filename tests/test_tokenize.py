@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from cache_builder.tokenize import pretokenized, split_long, tokenize_field
+from cache_builder.build.tokenize import pretokenized, split_long, tokenize_field
 from elmo.tokenize import TOKENIZERS, Tokenized, get_tokenizer
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-import cache_builder.tasks as tasks
+import cache_builder.build.tasks as tasks
 from cache_builder.store import ZarrStore
 from tests.test_scale_out import build, corpus, store_arrays
 

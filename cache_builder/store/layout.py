@@ -59,6 +59,10 @@ SHARD_CHUNKS = 256  # chunks per storage object (a Zarr shard): ≈16 MB objects
 # other array (index, ids, tokens, spans, type table, offsets) is written by the plan, appending.
 TASK_ARRAYS = frozenset({"vectors", "vector_scale", "token_layer"})
 
+# The stage a store's ``progress`` attribute names when its run failed on bad input while planning:
+# it holds no vectors, so a reader says what failed and a re-run replaces it.
+FAILED = "failed"
+
 
 @dataclass(frozen=True)
 class ArraySpec:

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cache_builder.batching import content_hash
-from cache_builder.inputs import InputError, ReadStats, RecordLog, text_id, validate
-from cache_builder.sources import Part, Source, embedded_fields
+from cache_builder.build.batching import content_hash
+from cache_builder.build.inputs import InputError, ReadStats, RecordLog, text_id, validate
+from cache_builder.build.sources import Part, Source, embedded_fields
+from cache_builder.build.tokenize import tokenize_field
 from cache_builder.store import Appender, StoreWriter
 from cache_builder.store.layout import OFFSET_ARRAYS, ArraySpec, encode_strings
-from cache_builder.tokenize import tokenize_field
 from elmo.tokenize import Tokenized, Tokenizer
 
 
@@ -332,7 +332,7 @@ def plan_source(source: Source, settings: Any, store: StoreWriter | None,
     ``store`` (None: counting only).
 
     Args:
-        settings: the run's :class:`cache_builder.settings.PrecomputeSettings`.
+        settings: the run's :class:`cache_builder.build.settings.PrecomputeSettings`.
         arrays: the store's arrays (``layout.array_specs``).
         rejects_path: where bad records go with ``settings.on_error == "skip"``.
     """

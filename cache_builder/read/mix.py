@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from cache_builder.cache import EmbeddingCache
+    from cache_builder.read.cache import EmbeddingCache
 
 
 class ScalarMix(nn.Module):

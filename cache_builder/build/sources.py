@@ -28,8 +28,17 @@ from typing import Any, BinaryIO
 import fsspec
 from fsspec.utils import infer_compression
 
-from cache_builder.inputs import (READERS, Format, _Item, detect_format, infer_fields, is_stream, open_input,
-                                  parse_json, split_lines)
+from cache_builder.build.inputs import (
+    READERS,
+    Format,
+    _Item,
+    detect_format,
+    infer_fields,
+    is_stream,
+    open_input,
+    parse_json,
+    split_lines,
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class PartItems:
 
 class _Source:
     """What every source has: ``name`` (messages, manifest), ``format`` (a key of
-    :data:`cache_builder.inputs.READERS`) and whether its parts can be read in another process."""
+    :data:`cache_builder.build.inputs.READERS`) and whether its parts can be read in another process."""
 
     name: str
     format: str
@@ -151,7 +160,7 @@ class FileSource(_Source):
     Args:
         location: path or URL. Credentials come from the usual environment and config files;
             a URL with a password in it is refused, so none is ever recorded.
-        input_format: "auto" or a key of :data:`cache_builder.inputs.READERS`.
+        input_format: "auto" or a key of :data:`cache_builder.build.inputs.READERS`.
         storage_options: passed to fsspec.
     """
 
@@ -292,7 +301,7 @@ Source = FileSource | StdinSource | IterableSource
 def open_source(source: Any, input_format: str = "auto", storage_options: dict | None = None) -> Source:
     """A path, URL, ``"-"`` (standard input), or an iterable of records or texts, as a source. A
     local pipe or device (``/dev/stdin``, ``/dev/fd/N``, process substitution) is read once, like
-    standard input (:func:`cache_builder.inputs.is_stream`); a directory is refused."""
+    standard input (:func:`cache_builder.build.inputs.is_stream`); a directory is refused."""
     if isinstance(source, (str, os.PathLike)):
         location = os.fspath(source)
         if location == "-":
@@ -308,7 +317,7 @@ def open_source(source: Any, input_format: str = "auto", storage_options: dict |
 
 def embedded_fields(source: Source, given: tuple[str, ...] | None) -> tuple[str, ...]:
     """The fields to embed: ``given``, the format's own (SQuAD JSON, text), or for JSONL those
-    of the first record that parses (:data:`cache_builder.inputs.DEFAULT_LAYOUTS`)."""
+    of the first record that parses (:data:`cache_builder.build.inputs.DEFAULT_LAYOUTS`)."""
     if given:
         return given
     if source.format == "squad":

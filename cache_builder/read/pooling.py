@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from cache_builder.cache import EmbeddingCache
+from cache_builder.read.source import VectorSource
 
 
-def pooled(cache: EmbeddingCache, doc_id: str, field: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+def pooled(cache: VectorSource, doc_id: str, field: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
     """The mean of a document's token vectors, in float32 (``EmbeddingCache.pooled``).
 
     Args:

@@ -25,21 +25,34 @@ from typing import Any
 
 import numpy as np
 
-from cache_builder.commit import (Existing, abandon, check_location, check_not_input, claim, commit,
-                                  convert_to_hdf5, inspect)
-from cache_builder.distributed import CLUSTER_TIMEOUT, Executor, InProcess, executor
-from cache_builder.inputs import InputError, check_read_options, default_rejects_path
+from cache_builder.build.commit import (
+    Existing,
+    abandon,
+    check_location,
+    check_not_input,
+    claim,
+    commit,
+    convert_to_hdf5,
+    inspect,
+)
+from cache_builder.build.distributed import CLUSTER_TIMEOUT, Executor, InProcess, executor
+from cache_builder.build.inputs import InputError, check_read_options, default_rejects_path
+from cache_builder.build.plan import CorePool, Plan, PlanCounts, make_tasks, plan_source
+from cache_builder.build.progress import DocumentsDone, EmbedBar
+from cache_builder.build.settings import (
+    STORE_DTYPES,
+    PrecomputeSettings,
+    manifest_head,
+    relative_model_record,
+    run_identity,
+)
+from cache_builder.build.sources import FileSource, Source, fingerprint, open_source, refuse_credentials
+from cache_builder.build.tasks import TASK_DONE, TaskContext, finish_writes, forget, iter_done, run_task
 from cache_builder.layers import LayerSpec
-from cache_builder.plan import CorePool, Plan, PlanCounts, make_tasks, plan_source
-from cache_builder.progress import DocumentsDone, EmbedBar
-from cache_builder.settings import (STORE_DTYPES, PrecomputeSettings, manifest_head, relative_model_record,
-                                    run_identity)
-from cache_builder.sources import FileSource, Source, fingerprint, open_source, refuse_credentials
 from cache_builder.store import StoreError, ZarrStore, store_format
-from cache_builder.store.lock import RunLock
 from cache_builder.store.encoding import get_encoding
 from cache_builder.store.layout import TASK_ARRAYS, array_specs, bytes_per_token_estimate, task_chunking
-from cache_builder.tasks import TASK_DONE, TaskContext, finish_writes, forget, iter_done, run_task
+from cache_builder.store.lock import RunLock
 from elmo import BiLM, load_default_bilm
 from elmo.runtime import resolve_device, resolve_dtype
 
@@ -147,7 +160,7 @@ class _Run:
     def build_hdf5(self, path: str, overwrite: bool) -> dict[str, Any]:
         """An HDF5 file is written once, whole: a killed HDF5 write can leave a file that cannot
         be opened, so the run builds (and resumes) a Zarr staging store beside it and converts
-        it when complete (:func:`cache_builder.commit.convert_to_hdf5`), then deletes it."""
+        it when complete (:func:`cache_builder.build.commit.convert_to_hdf5`), then deletes it."""
         existing = inspect(path, "hdf5")
         check_location(path, existing)
         staging = f"{path}.partial.zarr"

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cache_builder.commit import FAILED
 from cache_builder.layers import LayerSpec, layer_spec_from_manifest
+from cache_builder.read.source import TokenView
 from cache_builder.store import StoreError, StoreReader, open_reader
 from cache_builder.store.encoding import Encoding
-from cache_builder.store.layout import check_description, decode_strings, manifest_kind
+from cache_builder.store.layout import FAILED, check_description, decode_strings, manifest_kind
 from cache_builder.store.lock import writer_of
 from elmo.schemas import schema_errors
-
-
-@dataclass(frozen=True)
-class TokenView:
-    """A field's tokens and their ``(n_tokens, 2)`` (start, end) character spans in its text."""
-
-    tokens: list[str]
-    spans: np.ndarray
 
 
 class EmbeddingCache:
@@ -262,22 +253,22 @@ class EmbeddingCache:
     # -- training-side views, each in its own module (imported here, so that reading needs none)
     def pooled(self, doc_id: str, field: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
         """Mean over a field's tokens, float32: ``(n_layers_kept, dim)`` (``(dim,)`` mixed); see
-        :func:`cache_builder.pooling.pooled`."""
-        from cache_builder.pooling import pooled
+        :func:`cache_builder.read.pooling.pooled`."""
+        from cache_builder.read.pooling import pooled
 
         return pooled(self, doc_id, field)
 
     def to_hf_dataset(self, fields: Sequence[str] | None = None, **kwargs: Any):
         """A Hugging Face ``datasets.Dataset``, one row per document field; see
-        :func:`cache_builder.interop.to_hf_dataset`."""
-        from cache_builder.interop import to_hf_dataset
+        :func:`cache_builder.read.interop.to_hf_dataset`."""
+        from cache_builder.read.interop import to_hf_dataset
 
         return to_hf_dataset(self, fields, **kwargs)
 
     def to_memmap(self, folder: str):
         """``vectors.npy`` ``(n_tokens_total, n_layers_kept, dim)`` + ``offsets.npy`` + ``index.jsonl``
-        under ``folder``; see :func:`cache_builder.interop.to_memmap`."""
-        from cache_builder.interop import to_memmap
+        under ``folder``; see :func:`cache_builder.read.interop.to_memmap`."""
+        from cache_builder.read.interop import to_memmap
 
         return to_memmap(self, folder)
 

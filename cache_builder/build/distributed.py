@@ -39,8 +39,8 @@ from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from cache_builder.sources import refuse_credentials
-from cache_builder.tasks import install_model, uninstall_model
+from cache_builder.build.sources import refuse_credentials
+from cache_builder.build.tasks import install_model, uninstall_model
 from elmo import BiLM
 from elmo.runtime import resolve_device
 

@@ -8,9 +8,9 @@ and ``--average`` (the mean of the layers), plus ``sentence_to_index``: one JSON
 each sentence (its line, stripped) to its key, left out with ``--forget-sentences`` or
 ``--use-sentence-keys``. :func:`embed_file` writes the same file.
 
-It runs :func:`cache_builder.engine.precompute` into a Zarr store beside the output
+It runs :func:`cache_builder.build.engine.precompute` into a Zarr store beside the output
 (``OUTPUT.elmo.zarr``: resumable, each distinct sentence embedded once, on every GPU or a Dask
-cluster), then the AllenNLP export of :mod:`cache_builder.export`; the store is removed once the
+cluster), then the AllenNLP export of :mod:`cache_builder.read.export`; the store is removed once the
 file is whole. Unlike AllenNLP's, the vectors do not depend on the batch (no LSTM state is
 carried from batch to batch).
 """
@@ -20,12 +20,12 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from cache_builder.cache import EmbeddingCache, open_cache
-from cache_builder.distributed import CLUSTER_TIMEOUT
-from cache_builder.engine import PrecomputeSettings, precompute
-from cache_builder.export import MODES, average_spec, check_target, write_allennlp
-from cache_builder.inputs import InputError, blank_lines, is_stream, read_records
+from cache_builder.build.distributed import CLUSTER_TIMEOUT
+from cache_builder.build.engine import PrecomputeSettings, precompute
+from cache_builder.build.inputs import InputError, blank_lines, is_stream, read_records
 from cache_builder.layers import LayerSpec
+from cache_builder.read.cache import EmbeddingCache, open_cache
+from cache_builder.read.export import MODES, average_spec, check_target, write_allennlp
 from elmo import BiLM, load_default_bilm
 
 # Each line is one sentence, run whole, as AllenNLP runs it (precompute splits longer texts).

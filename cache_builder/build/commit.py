@@ -16,7 +16,7 @@ A run that fails before any vector is computed leaves nothing that blocks its fi
 failed.
 
 The manifest is written last, after every task's rows; a store without one is never read as
-complete (see :mod:`cache_builder.cache`).
+complete (see :mod:`cache_builder.read.cache`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from typing import Any
 import h5py
 import zarr
 
-from cache_builder.inputs import InputError
-from cache_builder.settings import run_identity
+from cache_builder.build.inputs import InputError
+from cache_builder.build.settings import run_identity
 from cache_builder.store import StoreError, StoreReader, StoreWriter, ZarrStore
-from cache_builder.store.layout import FORMAT_NAME, manifest_kind
+from cache_builder.store.layout import FAILED, FORMAT_NAME, manifest_kind
 from cache_builder.store.lock import fs_of
 
 
@@ -145,8 +145,6 @@ def claim(path: str, existing: Existing, identity: dict[str, Any], fingerprint: 
                          "here; re-run with its arguments to resume, or pass --overwrite")
     return Claim("resume", progress=progress)
 
-
-FAILED = "failed"  # the stage of a store whose run failed on bad input while planning
 
 
 def abandon(path: str, existing: Existing, identity: dict[str, Any], error: BaseException,

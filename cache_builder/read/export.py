@@ -3,7 +3,7 @@
 AllenNLP writes one float32 dataset per sentence, named by its key, plus ``sentence_to_index``:
 one JSON string mapping each sentence (its input line, stripped) to its key. Its ``--all``
 datasets are ``(n_layers, n_tokens, dim)``, ``--top`` and ``--average`` ones ``(n_tokens, dim)``.
-:func:`export_allennlp` writes that layout from any store; :mod:`cache_builder.elmo_command`
+:func:`export_allennlp` writes that layout from any store; :mod:`cache_builder.build.elmo_command`
 is the drop-in for the command itself.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache_builder.cache import EmbeddingCache, open_cache
 from cache_builder.layers import LayerSpec
+from cache_builder.read.cache import EmbeddingCache, open_cache
 
 MODES = ("all", "top", "average")
 INDEX = "sentence_to_index"  # AllenNLP's dataset name; no sentence key may take it

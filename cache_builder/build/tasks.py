@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache_builder.batching import length_batches
-from cache_builder.core_share import CoreShare
+from cache_builder.build.batching import length_batches
+from cache_builder.build.core_share import CoreShare
+from cache_builder.build.plan import Task
+from cache_builder.build.tokenize import split_long
 from cache_builder.layers import LayerSpec
-from cache_builder.plan import Task
 from cache_builder.store import StoreReader, ZarrStore
 from cache_builder.store.encoding import get_encoding
 from cache_builder.store.layout import decode_strings
-from cache_builder.tokenize import split_long
 from elmo import BiLM
 from elmo.tokenize import Tokenized
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cache_builder.cache import EmbeddingCache, open_cache
-from cache_builder.settings import found_model_record
+from cache_builder.build.settings import found_model_record
+from cache_builder.build.tokenize import split_long
+from cache_builder.read.cache import EmbeddingCache, open_cache
 from cache_builder.store import CorruptStoreError
 from cache_builder.store.encoding import get_encoding
-from cache_builder.tokenize import split_long
 from elmo import BiLM
 from elmo.models import load_recorded_model
 from elmo.tokenize import Tokenized

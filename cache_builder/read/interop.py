@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cache_builder.read.source import VectorSource
+
 if TYPE_CHECKING:
     import datasets
-
-    from cache_builder.cache import EmbeddingCache
 
 # Rows per Arrow record batch: datasets' default (1000) holds ~1 GB of SQuAD contexts of the full
 # ELMo in memory (1,000 × 150 tokens × 3 layers × 1024 × 2 bytes); 64 holds ~60 MB.
@@ -36,7 +36,7 @@ def _token_major(vectors: np.ndarray) -> np.ndarray:
     return vectors.transpose(1, 0, 2) if vectors.ndim == 3 else vectors
 
 
-def _entries(cache: EmbeddingCache, fields: Sequence[str] | None) -> Iterator[tuple[str, str, int]]:
+def _entries(cache: VectorSource, fields: Sequence[str] | None) -> Iterator[tuple[str, str, int]]:
     """``(doc_id, field, segment)`` for every document field, in store order."""
     for doc_id in cache:
         for field, segment in cache.segments(doc_id).items():
@@ -44,14 +44,14 @@ def _entries(cache: EmbeddingCache, fields: Sequence[str] | None) -> Iterator[tu
                 yield doc_id, field, segment
 
 
-def _hf_rows(cache: EmbeddingCache, fields: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+def _hf_rows(cache: VectorSource, fields: Sequence[str] | None) -> Iterator[dict[str, Any]]:
     for doc_id, field, _ in _entries(cache, fields):
         view = cache.tokens(doc_id, field)
         yield {"id": doc_id, "field": field, "tokens": view.tokens, "spans": view.spans.astype(np.int64),
                "vectors": _token_major(cache.lookup(doc_id, field))}
 
 
-def to_hf_dataset(cache: EmbeddingCache, fields: Sequence[str] | None = None, *,
+def to_hf_dataset(cache: VectorSource, fields: Sequence[str] | None = None, *,
                   cache_dir: str | os.PathLike[str] | None = None) -> datasets.Dataset:
     """Every document field as one row of a Hugging Face dataset, written to Arrow files on disk
     one record batch at a time (``Dataset.from_generator``) and memory-mapped.
@@ -93,7 +93,7 @@ def to_hf_dataset(cache: EmbeddingCache, fields: Sequence[str] | None = None, *,
         fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
 
 
-def to_memmap(cache: EmbeddingCache, folder: str | os.PathLike[str]) -> Path:
+def to_memmap(cache: VectorSource, folder: str | os.PathLike[str]) -> Path:
     """Write every stored token to numpy files that ``np.load(path, mmap_mode="r")`` maps:
 
     - ``vectors.npy``: ``(n_tokens_total, n_layers_kept, dim)`` (``(n_tokens_total, dim)`` for

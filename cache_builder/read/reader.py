@@ -27,12 +27,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cache_builder.cache import TokenView, pad_collate
-from cache_builder.inputs import (ON_ERROR, InputError, detect_format, is_stream, json_problem, parse_json,
-                                  squad_place)
+from cache_builder.build.inputs import (
+    ON_ERROR,
+    InputError,
+    detect_format,
+    is_stream,
+    json_problem,
+    parse_json,
+    squad_place,
+)
+from cache_builder.read.cache import pad_collate
+from cache_builder.read.source import TokenView
 
 if TYPE_CHECKING:
-    from cache_builder.cache import EmbeddingCache
+    from cache_builder.read.cache import EmbeddingCache
 
 log = logging.getLogger("elmo_cache")
 
