@@ -93,7 +93,7 @@ def test_the_circle_finder_finds_a_circle():
 def test_reading_a_store_loads_nothing_of_the_build_side():
     """A training script that only reads (``open_cache``, pooling, export) does not import the engine."""
     code = ("import sys; from cache_builder import open_cache; import cache_builder.read.pooling, "
-            "cache_builder.read.interop, cache_builder.read.export; "
+            "cache_builder.read.interop, cache_builder.read.export, cache_builder.read.mix; "
             "print(sorted(m for m in sys.modules if m.startswith('cache_builder.build')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
