@@ -267,7 +267,7 @@ class BiLM(nn.Module):
         packing = pack(batch.lengths, time, batch.type_index.device)
         flat_types = batch.type_index.reshape(-1)
         x = type_vectors[flat_types[packing.index]]  # (2, n_packed, proj)
-        outputs, finals = self.lstm(x, packing.batch_sizes, self._initial_states(packing))
+        outputs, finals = self.lstm(x, packing.batch_sizes, self._initial_states(packing), need_final=self.stateful)
         if self.stateful:
             self._keep_states(finals, packing)
 

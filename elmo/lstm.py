@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from elmo.options import LstmOptions
 from elmo.runtime import LSTM_ROW_BLOCK, whole_blocks
+from elmo.step_graphs import StepGraphs
 
 # Input-projection rows computed at once: bounds memory to ~64 MB (float32) per direction
 # while keeping the matmul large enough to run near peak speed.
@@ -116,7 +117,8 @@ class BiLstmLayer(nn.Module):
         return LstmState(p.new_zeros(2, batch, self.projection_dim), p.new_zeros(2, batch, self.cell_dim))
 
     def forward(self, x: Tensor, batch_sizes: list[int], state: LstmState | None = None,
-                workspace: Workspace | None = None) -> tuple[Tensor, LstmState]:
+                workspace: Workspace | None = None, graphs: StepGraphs | None = None
+                ) -> tuple[Tensor, LstmState | None]:
         """Run both directions over packed sequences.
 
         Every matrix product has whole blocks of rows (:data:`~elmo.runtime.LSTM_ROW_BLOCK`): the
@@ -129,15 +131,20 @@ class BiLstmLayer(nn.Module):
             batch_sizes: sequences still running at each step; sums to ``n_packed``.
             state: initial state, rows in the packed (longest-first) order; zeros if None.
             workspace: memory for the input gates, reused from call to call (inference only).
+            graphs: recorded time steps (:mod:`elmo.step_graphs`) to run the steps with; only
+                without autograd, from zero state, and when no final state is wanted.
 
         Returns:
             ``(2, n_packed, projection_dim)`` packed outputs, and the state each sequence
-            reached at its own last step.
+            reached at its own last step (None with ``graphs``).
         """
         batch = batch_sizes[0] if batch_sizes else 0
         rows = whole_blocks(batch, LSTM_ROW_BLOCK)
-        state = self.zero_state(rows) if state is None else _with_rows(state, rows)
-        h, c = state.h, state.c
+        if graphs is not None:
+            h, c = graphs.start(self, rows)
+        else:
+            state = self.zero_state(rows) if state is None else _with_rows(state, rows)
+            h, c = state.h, state.c
         # Without autograd, finished rows are kept by writing the running ones in place
         # (h and c are fresh tensors here, never the caller's).
         in_place = not torch.is_grad_enabled()
@@ -159,6 +166,11 @@ class BiLstmLayer(nn.Module):
             offset = 0
             for n in block_sizes:
                 m = whole_blocks(n, LSTM_ROW_BLOCK)  # <= rows
+                if graphs is not None:  # one replay updates the static h and c
+                    graphs.step(self, gates_x[:, offset : offset + m], m)
+                    outputs.append(h[:, :n].clone())
+                    offset += n
+                    continue
                 gates = torch.baddbmm(gates_x[:, offset : offset + m], h[:, :m], self.w_state)
                 h_t, c_t = self._cell(gates, c[:, :m])
                 h_t, c_t = h_t[:, :n], c_t[:, :n]
@@ -171,7 +183,7 @@ class BiLstmLayer(nn.Module):
                 offset += n
             row += block_rows
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(2, 0, self.projection_dim)
-        return out, LstmState(h[:, :batch], c[:, :batch])
+        return out, None if graphs is not None else LstmState(h[:, :batch], c[:, :batch])
 
     def _cell(self, gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
         """One step: ``(2, n, 4 * cell)`` gate pre-activations → projected state, memory cell."""
@@ -194,7 +206,14 @@ class BiLstm(nn.Module):
         input_dim: width of the token layer.
         options: the ``lstm`` section of the options.
         dropout: applied to each layer's input in training mode (0 at inference).
+
+    Attributes:
+        step_graphs: run inference time steps as CUDA graphs (:mod:`elmo.step_graphs`). None
+            (default): on a GPU; True: also on the CPU, where a recorded step is re-run (for
+            tests); False: never.
     """
+
+    step_graphs: bool | None = None
 
     def __init__(self, input_dim: int, options: LstmOptions, dropout: float = 0.0):
         super().__init__()
@@ -205,24 +224,34 @@ class BiLstm(nn.Module):
             BiLstmLayer(input_dim if k == 0 else options.projection_dim, options)
             for k in range(options.n_layers)
         )
+        self.graphs = [StepGraphs() for _ in self.layers]
 
-    def forward(self, x: Tensor, batch_sizes: list[int], states: list[LstmState] | None = None
-                ) -> tuple[list[Tensor], list[LstmState]]:
+    def _apply(self, fn, *args, **kwargs):
+        self.graphs = [StepGraphs() for _ in self.layers]  # recorded steps hold the old weights' addresses
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, x: Tensor, batch_sizes: list[int], states: list[LstmState] | None = None,
+                need_final: bool = True) -> tuple[list[Tensor], list[LstmState | None]]:
         """Run the stack over packed sequences.
 
         Args:
             x: ``(2, n_packed, input_dim)`` packed token layer, per direction.
             batch_sizes: as in :meth:`BiLstmLayer.forward`.
             states: one initial state per layer, or None for zeros.
+            need_final: False when the caller ignores the final states, which lets inference
+                run on CUDA graphs (the finals are then None).
 
         Returns:
             Per layer, the ``(2, n_packed, projection_dim)`` packed outputs; and per layer the
             final state.
         """
+        use_graphs = (not need_final and states is None and not torch.is_grad_enabled()
+                      and (self.step_graphs if self.step_graphs is not None else x.device.type == "cuda"))
         outputs, finals = [], []
         for k, layer in enumerate(self.layers):
             layer_in = F.dropout(x, self.dropout, self.training) if self.dropout else x
-            out, final = layer(layer_in, batch_sizes, states[k] if states else None, self.workspace)
+            out, final = layer(layer_in, batch_sizes, states[k] if states else None, self.workspace,
+                               self.graphs[k] if use_graphs else None)
             if self.use_skip_connections and k > 0:
                 out = out + x
             outputs.append(out)
