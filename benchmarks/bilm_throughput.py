@@ -137,6 +137,8 @@ def run_one(model: str, impl: str, n_batches: int, batch_size: int, device: str,
     """
     torch.manual_seed(0)
     bilm = BiLM(model_options(model)).eval().to(device, getattr(torch, dtype))
+    if impl == "eager":  # ours without CUDA graphs of the LSTM's time steps
+        bilm.lstm.step_graphs = False
     batches = make_batches(n_batches + 1, batch_size)
     cuda = device.startswith("cuda")
     if impl == "baseline":

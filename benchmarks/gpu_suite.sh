@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_suite.sh               # from the repository root; results in $OUT
 #
-# 1. the CUDA tests; 2. model tokens/s per precision and batch size (full model, random weights);
+# 1. the CUDA tests; 2. model tokens/s per precision and batch size (full model, random weights),
+# and once without the LSTM's CUDA graphs;
 # 3. precompute end to end, bfloat16, all layers and --layers 0,1 (stored float16), with the share
 # of wall time the GPU is busy; 4. a profile summary (torch.profiler's top device operators and
 # cProfile's top host functions) of a smaller run. Each step has its own time limit and a failed
@@ -78,13 +79,15 @@ model_rates() {
         printf 'bfloat16 batch %5d: ' "$size"
         "$PY" benchmarks/bilm_throughput.py --worker full ours 3 "$size" cuda bfloat16
     done
+    printf 'bfloat16 batch  4096, no CUDA graphs: '
+    "$PY" benchmarks/bilm_throughput.py --worker full eager 3 4096 cuda bfloat16
     for dtype in float16 float32; do
         printf '%s batch  4096: ' "$dtype"
         "$PY" benchmarks/bilm_throughput.py --worker full ours 3 4096 cuda "$dtype"
     done
 }
 export -f model_rates
-step model 120 bash -c model_rates
+step model 150 bash -c model_rates
 
 # End to end: one input (about $TOKENS stored tokens), two layer choices; batch size by default
 # (from free GPU memory).

@@ -29,7 +29,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from elmo.lstm import BiLstmLayer
 
-log = logging.getLogger("elmo")
+log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 1024  # per layer: bounds capture time and graph memory (one per row count seen twice)
 
