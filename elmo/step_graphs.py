@@ -37,7 +37,7 @@ MAX_GRAPHS = 1024  # per layer: bounds capture time and graph memory (one per ro
 class StepGraphs:
     """Static state and recorded steps of one :class:`~elmo.lstm.BiLstmLayer`.
 
-    Use: :meth:`start` before a sequence batch (zeroes the state, returns its ``h``), then
+    Use: :meth:`start` before a sequence batch (zeroes the static state and returns it), then
     :meth:`step` once per time step. Buffers grow to the largest batch seen; growing, moving or
     casting the layer drops the recorded steps (they hold the old addresses).
     """
