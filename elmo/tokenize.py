@@ -117,11 +117,8 @@ class Tokenizer(Protocol):
 
 def _from_matches(matches: Iterator[re.Match[str]]) -> Tokenized:
     """Tokens from regex matches over the original text."""
-    tokens, spans = [], []
-    for m in matches:
-        tokens.append(m.group())
-        spans.append(m.span())
-    return Tokenized(tokens, spans)
+    found = list(matches)
+    return Tokenized([m.group() for m in found], [m.span() for m in found])
 
 
 class WhitespaceTokenizer:

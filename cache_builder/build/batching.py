@@ -6,16 +6,20 @@ import hashlib
 from collections.abc import Sequence
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
 def content_hash(tokens: Sequence[str], spans: Sequence[tuple[int, int]]) -> bytes:
     """16-byte identity of a tokenized text: two fields with equal tokens *and* spans share
     one segment (spans count, so texts differing only in whitespace keep their own offsets)."""
+    # Three whole arrays, not a pair of updates per token (a quarter of planning's time): the
+    # tokens' lengths make their concatenation unambiguous.
     digest = hashlib.blake2b(digest_size=16)
-    for token, (start, end) in zip(tokens, spans):
-        digest.update(token.encode("utf-8"))
-        digest.update(b"\x00%d:%d\x00" % (start, end))
+    digest.update(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)).tobytes())
+    digest.update(np.array(spans, dtype=np.int64).reshape(-1).tobytes())
+    digest.update("".join(tokens).encode("utf-8"))
     return digest.digest()
 
 
