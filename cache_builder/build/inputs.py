@@ -128,10 +128,15 @@ class _Item(NamedTuple):
     """What a format reader found at one place of the file, before validation."""
 
     line: int | None  # 1-based line (JSONL, text) or question number (SQuAD)
-    raw: str  # the record as read, for the rejects file
+    raw: str | None  # the record as read, for the rejects file; None: ``value`` written as JSON
     value: Any  # the parsed record: a dict when it could be parsed
     problem: str | None = None  # why it could not be parsed
     where: str = ""  # place in a nested file, e.g. "question 2 of paragraph 3 of article 1"
+
+    def as_read(self) -> str:
+        """The record as the rejects file shows it (a SQuAD question is written out only when it
+        is rejected: most never are)."""
+        return self.raw if self.raw is not None else _dump(self.value)
 
 
 @contextlib.contextmanager
@@ -308,7 +313,7 @@ def _read_squad(stream: BinaryIO, path: str, start_of_file: bool) -> Iterator[_I
                 if isinstance(qa, dict):
                     record = {key: source[key] for key, source in
                               (("id", qa), ("context", paragraph), ("question", qa)) if key in source}
-                yield _Item(number, _dump(record), record, where=squad_place(a, p, q))
+                yield _Item(number, None, record, where=squad_place(a, p, q))
 
 
 class Format(NamedTuple):
@@ -610,9 +615,9 @@ def _records(location: str, fmt: Format, id_field: str, fields: tuple[str, ...] 
                 try:  # fields is set from the first dict on; only dicts get as far as the field checks
                     record = validate(item, location, id_field, fields or ())
                 except InputError as error:
-                    log.reject(error, item.raw)
+                    log.reject(error, item.as_read())
                     continue
-                if log.accept(record, item.raw):
+                if log.accept(record, item.as_read()):
                     yield record
     finally:
         log.close()

@@ -97,7 +97,7 @@ def read_part(part: Part, source: Source, fields: tuple[str, ...], id_field: str
                 raise InputError(source.location, item.line, f"duplicate id {record.doc_id!r}, first "
                                  f"seen at {source.unit} {first}", id_field)
         except InputError as error:
-            rejects.append((error.line, error.field, error.reason, item.raw))
+            rejects.append((error.line, error.field, error.reason, item.as_read()))
             if on_error == "raise":
                 break
             continue
