@@ -6,8 +6,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import fsspec
@@ -118,6 +121,35 @@ def test_blank_lines_are_skipped_and_a_lone_cr_ends_a_line(tmp_path: Path, model
     blank = write_lines(tmp_path / "blank.txt", ["", "  ", "\t"])
     with pytest.raises(InputError, match="no records to embed"):
         run(blank, tmp_path / "b.zarr", model_files)
+
+
+def test_a_pipe_whose_first_record_is_longer_than_a_read_names_the_fields_as_the_file_does(
+        tmp_path: Path, model_files):
+    """Fields are inferred from the first record; on a pipe it arrives in pieces, and it may be
+    longer than any read-ahead buffer (a SQuAD-like context)."""
+    records = [{"id": "long", "context": " ".join(["word"] * 6000), "question": "what is it ?"},
+               {"id": "short", "context": "one more .", "question": "and this ?"}]
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    (tmp_path / "in.jsonl").write_bytes(data)
+    reference = run(tmp_path / "in.jsonl", tmp_path / "ref.zarr", model_files)
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:  # a slow writer: the reader sees the first line in many pieces
+        with os.fdopen(write_end, "wb", buffering=0) as pipe:
+            for start in range(0, len(data), 4096):
+                pipe.write(data[start : start + 4096])
+                time.sleep(0.002)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        manifest = run(f"/dev/fd/{read_end}", tmp_path / "pipe.zarr", model_files)
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert manifest["fields"] == reference["fields"] == ["context", "question"]
+    assert manifest["counts"] == reference["counts"]
+    assert store_arrays(tmp_path / "pipe.zarr") == store_arrays(tmp_path / "ref.zarr")
 
 
 def test_directories_pipes_and_descriptors_are_read_or_refused_by_name(tmp_path: Path, model_files):

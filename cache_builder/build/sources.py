@@ -36,7 +36,6 @@ from cache_builder.build.inputs import (
     infer_fields,
     is_stream,
     open_input,
-    parse_json,
     split_lines,
 )
 
@@ -241,15 +240,50 @@ class StdinSource(_Source):
         return hashlib.sha256(data).digest()
 
     def first_record(self) -> tuple[Any, int] | None:
-        head = list(split_lines(io.BytesIO(self._stream.peek(1 << 20))))
-        for number, line in enumerate(head[:-1] if len(head) > 1 else head, start=1):
-            try:
-                value = parse_json(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value, number
-        return None
+        # Read as far as it takes (a first record may be longer than any peek shows), then put
+        # what was read back in front of the rest of the stream.
+        recorded = _Recorded(self._stream)
+        items = self.reader.read(_HashingStream(recorded), self.name, True)
+        try:
+            return next(((item.value, item.line) for item in items if isinstance(item.value, dict)), None)
+        finally:
+            items.close()
+            self._stream = io.BufferedReader(_Replay(b"".join(recorded.taken), self._stream))
+
+
+class _Recorded:
+    """The reads of a binary stream, with every byte they returned kept in ``taken``."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream, self.taken = stream, []
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._stream.readline(size)
+        self.taken.append(line)
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.taken.append(data)
+        return data
+
+
+class _Replay(io.RawIOBase):
+    """``head``, then the rest of ``stream``: a stream read ahead, as if it had not been."""
+
+    def __init__(self, head: bytes, stream: BinaryIO):
+        self._head, self._stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._head:
+            return self._stream.readinto(buffer)
+        n = min(len(buffer), len(self._head))
+        buffer[:n] = self._head[:n]
+        self._head = self._head[n:]
+        return n
 
 
 class IterableSource(_Source):
