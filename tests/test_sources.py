@@ -174,7 +174,8 @@ def test_directories_pipes_and_descriptors_are_read_or_refused_by_name(tmp_path:
                 "fd": f"{cli} /dev/fd/3 -o '{tmp_path / 'fd.zarr'}' {model} 3< {given}"}
     for name, command in commands.items():
         subprocess.run(["bash", "-c", command], check=True, cwd=REPO)
-        assert store_arrays(tmp_path / f"{name}.zarr") == store_arrays(tmp_path / "ref.zarr"), name
+        got, want = store_arrays(tmp_path / f"{name}.zarr"), store_arrays(tmp_path / "ref.zarr")
+        assert got == want, (name, sorted(k for k in want.keys() | got.keys() if got.get(k) != want.get(k)))
     with open_cache(str(tmp_path / "fd.zarr")) as cache:
         assert cache.info()["input"]["name"] == "/dev/fd/3"
     refused = subprocess.run(["bash", "-c", f"{cli} <(echo a) {model}"], cwd=REPO, capture_output=True, text=True)
