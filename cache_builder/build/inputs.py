@@ -525,12 +525,13 @@ class RecordLog:
         self._first_line: dict[str, int] = {}
         self._rejects = fsspec.open(str(rejects_path), "w", encoding="utf-8").open() if rejects_path else None
 
-    def accept(self, record: Record, raw: str) -> bool:
-        """Whether ``record`` is kept (its id is new); a duplicate is :meth:`reject` ed."""
+    def accept(self, record: Record, item: _Item) -> bool:
+        """Whether ``record`` (read as ``item``) is kept (its id is new); a duplicate is
+        :meth:`reject` ed."""
         first = self._first_line.get(record.doc_id)
         if first is not None:
             self.reject(InputError(record.source, record.line, f"duplicate id {record.doc_id!r}, first "
-                                   f"seen at {self.unit} {first}", self.id_field), raw)
+                                   f"seen at {self.unit} {first}", self.id_field), item.as_read())
             return False
         self._first_line[record.doc_id] = record.line
         self.stats.records += 1
@@ -617,7 +618,7 @@ def _records(location: str, fmt: Format, id_field: str, fields: tuple[str, ...] 
                 except InputError as error:
                     log.reject(error, item.as_read())
                     continue
-                if log.accept(record, item.as_read()):
+                if log.accept(record, item):
                     yield record
     finally:
         log.close()
