@@ -1,5 +1,6 @@
-"""Writing overlaps computing in a single-process run: a task's rows are written while the next
-task computes; a failed write stops the run with its error, and nothing handed over is lost."""
+"""Writing and preparing overlap computing in a single-process run: a task's rows are written
+while the next task computes, and the next task's batches are prepared before the model gets to
+them; a failed write stops the run with its error, and nothing handed over is lost."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import zarr
 
 import cache_builder.build.tasks as tasks
 from cache_builder.store import ZarrStore
+from elmo import BiLM
 from tests.test_scale_out import build, corpus, store_arrays
 
 
@@ -52,6 +54,40 @@ def test_the_next_task_computes_while_the_last_one_is_written(tmp_path: Path, mo
     assert overlapped == len(computes) - 1
 
 
+def test_the_next_tasks_batches_are_ready_before_the_model_ends_a_task(tmp_path: Path, model_files,
+                                                                          monkeypatch):
+    # A model that takes its time, as a GPU does while the host waits for nothing: then only the
+    # order of events can keep it waiting at a task's edge.
+    text = corpus(tmp_path / "in.txt", 300)
+    prepared, computed = {}, {}  # task number → when its first batch was ready / its last computed
+    original_batches, original_rows, original_forward = tasks._batches, tasks._token_rows, BiLM.forward
+
+    def batches(task, **kwargs):
+        for batch in original_batches(task, **kwargs):
+            prepared.setdefault(task.number, time.perf_counter())
+            yield batch
+
+    def token_rows(task, *args):
+        rows = original_rows(task, *args)
+        computed[task.number] = time.perf_counter()
+        return rows
+
+    def forward(self, *args, **kwargs):
+        time.sleep(0.05)
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(tasks, "_batches", batches)
+    monkeypatch.setattr(tasks, "_token_rows", token_rows)
+    monkeypatch.setattr(BiLM, "forward", forward)
+    build(text, tmp_path / "s.zarr", model_files)
+    numbers = list(computed)  # in the order they ran
+    assert len(numbers) >= 3 and sorted(prepared) == sorted(numbers)
+    assert all(prepared[b] < computed[a] for a, b in zip(numbers, numbers[1:]))
+    monkeypatch.undo()
+    build(text, tmp_path / "clean.zarr", model_files)
+    assert store_arrays(tmp_path / "s.zarr") == store_arrays(tmp_path / "clean.zarr")
+
+
 def test_a_failed_write_stops_the_run_with_its_error_and_a_rerun_completes_the_store(tmp_path: Path,
                                                                                       model_files, monkeypatch):
     text = corpus(tmp_path / "in.txt", 300)
@@ -86,3 +122,23 @@ def test_rows_handed_to_the_writer_are_written_when_the_model_fails(tmp_path: Pa
     store = ZarrStore(str(tmp_path / "s.zarr"), "r")
     done = np.flatnonzero(store.array(tasks.TASK_DONE)[:])
     assert len(done) == 2
+
+
+def test_a_failure_while_preparing_ahead_stops_the_run_with_its_error(tmp_path: Path, model_files, monkeypatch):
+    text = corpus(tmp_path / "in.txt", 300)
+    original, calls = BiLM.prepare, []
+
+    def prepare(self, sentences):
+        calls.append(len(sentences))
+        if len(calls) == 3:
+            raise ValueError("cannot prepare this batch")
+        return original(self, sentences)
+
+    monkeypatch.setattr(BiLM, "prepare", prepare)
+    with pytest.raises(ValueError, match="cannot prepare this batch"):
+        build(text, tmp_path / "s.zarr", model_files)
+    assert 0 < markers(tmp_path / "s.zarr") < len(calls)  # the tasks before it are kept
+    monkeypatch.undo()
+    build(text, tmp_path / "s.zarr", model_files)
+    build(text, tmp_path / "clean.zarr", model_files)
+    assert store_arrays(tmp_path / "s.zarr") == store_arrays(tmp_path / "clean.zarr")

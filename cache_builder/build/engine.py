@@ -47,7 +47,8 @@ from cache_builder.build.settings import (
     run_identity,
 )
 from cache_builder.build.sources import FileSource, Source, fingerprint, open_source, refuse_credentials
-from cache_builder.build.tasks import TASK_DONE, TaskContext, finish_writes, forget, iter_done, run_task
+from cache_builder.build.tasks import (TASK_DONE, TaskContext, finish_writes, forget, iter_done, prepare_ahead,
+                                       run_task)
 from cache_builder.layers import LayerSpec
 from cache_builder.store import StoreError, ZarrStore, store_format
 from cache_builder.store.encoding import get_encoding
@@ -287,6 +288,8 @@ class _Run:
             bar.tokens(n)
 
         try:
+            if ctx.write_behind:
+                prepare_ahead(ctx, todo)
             for i, rows in ex.map(run_task, todo, ctx, on_progress=on_progress):
                 if todo[i].kind == "tokens":
                     bar.tokens(rows - reported)

@@ -6,18 +6,22 @@ A task runs in the driver's process or on a Dask worker; either way the process 
 copy of the model (:func:`install_model`), its open stores and their token-type tables.
 Within a task three stages overlap (torch releases the GIL while it computes): a thread
 prepares length-bucketed batches (pinned host memory on a GPU), the calling thread runs the
-model, and a thread copies its outputs into the task's rows. Across tasks, where the driver runs
-them itself (``TaskContext.write_behind``), a task hands its rows to the process's writer
-thread and returns, so the next task computes while they are encoded and written
-(:class:`_WriteBehind`); a Dask worker writes before its task returns (a task's result there
-means its rows are stored).
+model, and a thread copies its outputs into the task's rows. Where the driver runs the tasks
+itself (``TaskContext.write_behind``) the stages also overlap across tasks, so the model never
+waits at a task's edges: one thread prepares the batches of all the run's tasks in order
+(:func:`prepare_ahead`), and a task returns as soon as its last batch is computed, handing the
+copying, encoding and writing of its rows to the process's writer thread
+(:class:`_WriteBehind`) while the next task computes. A Dask worker runs each task's stages on
+their own and writes before the task returns (a task's result there means its rows are stored).
+On a GPU this matters most: a task is often one or two batches there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -31,9 +35,10 @@ from cache_builder.build.plan import Task
 from cache_builder.build.tokenize import split_long
 from cache_builder.layers import LayerSpec
 from cache_builder.store import StoreReader, ZarrStore
-from cache_builder.store.encoding import get_encoding
+from cache_builder.store.encoding import Encoding, get_encoding
 from cache_builder.store.layout import decode_strings
 from elmo import BiLM
+from elmo.bilm import TokenBatch
 from elmo.tokenize import Tokenized
 
 TASK_DONE = "task_done"  # (n_tasks,) uint8, one storage object per task: 1 once its rows are written
@@ -51,8 +56,9 @@ class TaskContext:
         spec: kept layers or the mix; ``dtype`` the stored precision.
         max_tokens: texts are run in pieces of at most this many tokens (see ``split_long``).
         batch_tokens: padded tokens per model batch.
-        write_behind: tasks run in this process one after the other and return before their
-            rows are written; the caller then calls :func:`finish_writes` after the last.
+        write_behind: tasks run in this process one after the other, announced beforehand
+            with :func:`prepare_ahead`, and return before their rows are written; the caller
+            then calls :func:`finish_writes` after the last.
     """
 
     store: str
@@ -71,6 +77,7 @@ _MODELS: dict[str, BiLM] = {}
 _STORES: dict[str, ZarrStore] = {}
 _TYPES: dict[str, list[str]] = {}
 _WRITERS: dict[str, _WriteBehind] = {}
+_AHEAD: dict[str, _Ahead] = {}
 _LOCK = threading.Lock()
 
 
@@ -108,6 +115,24 @@ def _writer(ctx: TaskContext, store: ZarrStore) -> _WriteBehind:
         return _WRITERS[ctx.plan]
 
 
+def _model(ctx: TaskContext) -> BiLM:
+    model = _MODELS.get(ctx.model)
+    if model is None:
+        raise RuntimeError(f"no model {ctx.model!r} in this process: install_model was not called")
+    return model
+
+
+def prepare_ahead(ctx: TaskContext, tasks: Sequence[Task]) -> None:
+    """Announce the tasks this process runs next, in the order it runs them (a ``write_behind``
+    run): one thread prepares their batches, a few ahead of the model and across tasks' edges.
+    The token tasks must then be run in this order."""
+    tokens = [t for t in tasks if t.kind == "tokens"]
+    if tokens:
+        ahead = _Ahead(tokens, partial(_batches, ctx=ctx, store=_store(ctx), model=_model(ctx)))
+        with _LOCK:
+            _AHEAD[ctx.plan] = ahead
+
+
 def finish_writes(ctx: TaskContext) -> None:
     """Wait until every task this process ran has its rows and its done marker written.
 
@@ -120,11 +145,14 @@ def finish_writes(ctx: TaskContext) -> None:
 
 
 def forget(ctx: TaskContext) -> None:
-    """Drop this process's caches of a run (its store handle, token types and writer), once the
-    writes already handed over are done (a failed run keeps every task it finished); a write's
-    error is :func:`finish_writes`'s to report, or secondary to the one that ended the run."""
+    """Drop this process's caches of a run (its store handle, token types, batches prepared
+    ahead and writer), once the writes already handed over are done (a failed run keeps every
+    task it finished); a write's error is :func:`finish_writes`'s to report, or secondary to the
+    one that ended the run."""
     with _LOCK:
-        writer = _WRITERS.pop(ctx.plan, None)
+        writer, ahead = _WRITERS.pop(ctx.plan, None), _AHEAD.pop(ctx.plan, None)
+    if ahead is not None:
+        ahead.close()
     if writer is not None:
         writer.close()
     with _LOCK:
@@ -139,14 +167,11 @@ def run_task(task: Task, ctx: TaskContext, on_progress: Callable[[int], None] | 
     Args:
         on_progress: called with each batch's rows of a token task (progress within a task).
     """
-    model = _MODELS.get(ctx.model)
-    if model is None:
-        raise RuntimeError(f"no model {ctx.model!r} in this process: install_model was not called")
-    store = _store(ctx)
+    model, store = _model(ctx), _store(ctx)
     if ctx.write_behind:
         _writer(ctx, store).check()  # an earlier task's write failed: stop before computing
-    if task.kind == "tokens":  # encoded by the writer (int8's quantizing is work of its own)
-        rows = partial(get_encoding(ctx.dtype).encode, _token_rows(task, ctx, store, model, on_progress))
+    if task.kind == "tokens":  # copied out and encoded by the writer (int8's quantizing is work of its own)
+        rows = partial(_encoded, get_encoding(ctx.dtype), _token_rows(task, ctx, store, model, on_progress))
     else:
         rows = partial(dict, _type_rows(task, ctx, store, model))
     if ctx.write_behind:
@@ -243,26 +268,77 @@ def task_pieces(task: Task, store: StoreReader, types: list[str], max_tokens: in
 
 
 _END = object()
+Batch = tuple[list[tuple[int, int]], TokenBatch]  # (first row, tokens) of each piece; the model's input
+
+
+def _batches(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM) -> Iterator[Batch]:
+    """``task``'s pieces of text in length-bucketed batches, prepared for the model (in pinned
+    memory for a GPU)."""
+    pieces = task_pieces(task, store, _types(ctx, store), ctx.max_tokens)
+    cuda = model.device.type == "cuda"
+    for batch in length_batches(pieces, [len(p[1]) for p in pieces], ctx.batch_tokens):
+        prepared = model.prepare([tokens for _, tokens in batch])
+        yield [(start, len(tokens)) for start, tokens in batch], prepared.pin_memory() if cuda else prepared
+
+
+class _Ahead:
+    """The batches of a sequence of tasks, prepared in order by a thread of its own, at most
+    ``depth`` batches ahead of the one the model takes."""
+
+    def __init__(self, tasks: Sequence[Task], batches: Callable[[Task], Iterator[Batch]], depth: int = 8):
+        self._stop = threading.Event()
+        self._pipe = _Pipe(self._stop, depth)
+        self._thread = threading.Thread(target=self._prepare, args=(tasks, batches), daemon=True,
+                                        name="prepare batches")
+        self._thread.start()
+
+    def _prepare(self, tasks: Sequence[Task], batches: Callable[[Task], Iterator[Batch]]) -> None:
+        try:
+            for task in tasks:
+                for batch in batches(task):
+                    self._pipe.put((task.number, batch))
+                self._pipe.put((task.number, _END))
+        except _Aborted:
+            pass
+        except BaseException as e:  # raised where the batches are taken
+            with contextlib.suppress(_Aborted):
+                self._pipe.put((None, e))
+
+    def take(self, task: Task) -> Iterator[Batch]:
+        """The batches of ``task``, which must be the next task of those given."""
+        while True:
+            number, item = self._pipe.get()
+            if isinstance(item, BaseException):
+                raise item
+            if number != task.number:
+                raise RuntimeError(f"task {task.number} was run where task {number} was announced")
+            if item is _END:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop preparing (batches not taken are dropped)."""
+        self._stop.set()
+        self._thread.join()
 
 
 def _token_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM,
-                on_progress: Callable[[int], None] | None) -> dict[str, np.ndarray]:
-    """Vectors of rows ``[start, stop)``, encoded: ``{"vectors": (n, n_vector_layers, dim), ...}``."""
-    spec, cuda = ctx.spec, model.device.type == "cuda"
-    encoding = get_encoding(ctx.dtype)
-    out_dtype = getattr(torch, encoding.carrier)  # what encode takes without loss
-    dim = 2 * model.options.lstm.projection_dim
-    out = np.zeros((task.stop - task.start, spec.n_vector_layers, dim), dtype=encoding.carrier)
-    pieces = task_pieces(task, store, _types(ctx, store), ctx.max_tokens)
-    failed, errors = threading.Event(), []
-    to_model, to_writer = _Pipe(failed, 8), _Pipe(failed, 8)
+                on_progress: Callable[[int], None] | None) -> Callable[[], np.ndarray]:
+    """Run the model over rows ``[start, stop)``; returns once the last batch is computed, with a
+    function that waits for the copying out and gives the rows: ``(n, n_vector_layers, dim)``.
 
-    def prepare() -> None:
-        for batch in length_batches(pieces, [len(p[1]) for p in pieces], ctx.batch_tokens):
-            prepared = model.prepare([tokens for _, tokens in batch])
-            to_model.put(([(start, len(tokens)) for start, tokens in batch],
-                          prepared.pin_memory() if cuda else prepared))
-        to_model.put(_END)
+    Raises:
+        What the model or the preparing raised (the function raises what the copying raised).
+    """
+    spec, cuda = ctx.spec, model.device.type == "cuda"
+    carrier = get_encoding(ctx.dtype).carrier  # what encode takes without loss
+    out_dtype = getattr(torch, carrier)
+    dim = 2 * model.options.lstm.projection_dim
+    out = np.zeros((task.stop - task.start, spec.n_vector_layers, dim), dtype=carrier)
+    own = ctx.plan not in _AHEAD  # not announced: this task's batches are prepared on their own
+    ahead = _Ahead([task], partial(_batches, ctx=ctx, store=store, model=model)) if own else _AHEAD[ctx.plan]
+    failed, errors = threading.Event(), []
+    to_writer = _Pipe(failed, 8)
 
     def write() -> None:
         while (item := to_writer.get()) is not _END:
@@ -272,34 +348,43 @@ def _token_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM,
             for b, (start, n) in enumerate(members):  # clip each piece to the task's rows
                 lo, hi = max(start, task.start), min(start + n, task.stop)
                 out[lo - task.start : hi - task.start] = vectors[b, lo - start : hi - start]
-            if on_progress is not None:
-                on_progress(sum(min(s + n, task.stop) - max(s, task.start) for s, n in members))
 
     def compute() -> None:
         share = CoreShare() if model.device.type == "cpu" else None
         try:
             with torch.inference_mode():
-                while (item := to_model.get()) is not _END:
+                for members, prepared in ahead.take(task):
                     if share is not None:
                         share.update()
-                    members, prepared = item
                     result = model(prepared.to(model.device))
                     vectors = spec.apply(result.layers).to(out_dtype)  # (batch, time, n_vector_layers, dim)
                     to_writer.put((members, _to_host(vectors, cuda)))
+                    if on_progress is not None:
+                        on_progress(sum(min(s + n, task.stop) - max(s, task.start) for s, n in members))
         finally:
             if share is not None:
                 share.close()
         to_writer.put(_END)
 
-    threads = [threading.Thread(target=_run_stage, args=(f, errors, failed), daemon=True) for f in (prepare, write)]
-    for t in threads:
-        t.start()
+    writer = threading.Thread(target=_run_stage, args=(write, errors, failed), daemon=True)
+    writer.start()
     _run_stage(compute, errors, failed)
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return out
+    if own:
+        ahead.close()
+
+    def rows() -> np.ndarray:
+        writer.join()
+        if errors:
+            raise errors[0]
+        return out
+
+    if errors:  # the model failed: the copying stops at once
+        rows()
+    return rows
+
+
+def _encoded(encoding: Encoding, rows: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+    return encoding.encode(rows())
 
 
 class _Pipe:
