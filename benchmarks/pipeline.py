@@ -4,7 +4,9 @@ The real ``precompute`` runs (Python API: planning, batching, tasks, prepare, en
 commit) on a generated SQuAD-like JSONL, with a model of the full ELMo's width (3 layers of
 1024) whose forward hands back, at no cost, what a GPU in half precision would hand back: the
 layers in float16, views of one preallocated buffer. Whatever rate comes out is the ceiling
-the engine puts on any device. Each stage's own rate is the stored tokens over the seconds
+the engine puts on any device. With ``--device-rate`` the stand-in waits as for a device of
+that speed, and the share of the run it waited (the device's busy share) shows whether the
+engine keeps such a device fed. Each stage's own rate is the stored tokens over the seconds
 spent inside it (stages overlap in threads, so their times add up to more than the run's).
 
 With ``--model full --device cuda`` the same run measures the real thing on a GPU (the full
@@ -14,6 +16,7 @@ planning processes) are printed too: on a shared machine wall time depends on th
 
     python benchmarks/pipeline.py                        # ~1M stored tokens, --layers 0,1 float16
     python benchmarks/pipeline.py --tokens 200000 --folder /some/fast/disk --profile
+    python benchmarks/pipeline.py --device-rate 1e6 --batch-tokens 65536  # as if an H200 computed
     python benchmarks/pipeline.py --model full --device cuda --compute-dtype bfloat16 --layers 0,1,2
 """
 
@@ -70,11 +73,18 @@ COMMON = ("the of and to in a is that for it as was with be by on not he this ar
 class StandInBiLM(BiLM):
     """A :class:`BiLM` whose forward costs nothing: it returns float16 layers of the right shape
     (views of one buffer, grown on demand), as a GPU in half precision would after its work.
-    ``prepare`` (character ids of the batch's distinct types) stays the real one."""
+    ``prepare`` (character ids of the batch's distinct types) stays the real one.
 
-    def __init__(self) -> None:
+    Args:
+        device_rate: tokens/s of a device to wait for, as the host waits for a GPU's results
+            (sleeping, without the GIL; the LSTM runs packed sequences, so padding costs
+            nothing); None: no wait.
+    """
+
+    def __init__(self, device_rate: float | None = None) -> None:
         super().__init__(BiLMOptions.from_dict(STAND_IN))
         self._buffer = torch.zeros(0)
+        self.device_rate = device_rate
 
     def _view(self, shape: Sequence[int]) -> torch.Tensor:
         """A ``shape`` float16 tensor over the front of one flat buffer, grown on demand."""
@@ -85,6 +95,8 @@ class StandInBiLM(BiLM):
 
     def forward(self, batch: TokenBatch) -> BiLMOutput:
         n_batch, time_steps = batch.type_index.shape
+        if self.device_rate:
+            time.sleep(int(batch.lengths.sum() - 2 * n_batch) / self.device_rate)
         width = 2 * self.options.lstm.projection_dim
         layers = self._view((self.options.lstm.n_layers + 1, n_batch, time_steps - 2, width))
         mask = batch.type_index[:, 1:-1] != 0
@@ -207,7 +219,8 @@ def run(source: Path, folder: Path, bilm: BiLM, args: argparse.Namespace,
     clock.wrap(engine, "commit", "commit")
     store = folder / "pipeline.zarr"
     settings = PrecomputeSettings(parse_layer_spec(3, layers=args.layers), dtype=args.dtype, tokenizer="en",
-                                  compute_dtype=args.compute_dtype, part_bytes=args.part_bytes)
+                                  compute_dtype=args.compute_dtype, part_bytes=args.part_bytes,
+                                  batch_tokens=args.batch_tokens)
     sampled = args.device.startswith("cuda") and shutil.which("nvidia-smi") is not None
     busy = GpuBusy(torch.device(args.device).index or 0) if sampled else None
     try:
@@ -226,6 +239,9 @@ def run(source: Path, folder: Path, bilm: BiLM, args: argparse.Namespace,
         clock.restore()
     result = {"wall": wall, "cpu": cpu, "stages": dict(clock.seconds), "counts": manifest["counts"],
               "batch_tokens": manifest["batching"]["batch_tokens"]}
+    if args.device_rate:  # the stand-in's waits are the device's busy time
+        result["stand_in_device_busy_after_planning"] = round(
+            clock.seconds["model (host time)"] / (end - clock.ended["planning"]), 3)
     if busy is not None:
         result["gpu_busy_after_planning"] = busy.share(clock.ended["planning"], end)
         result["gpu_busy_whole_run"] = busy.share(start, end)
@@ -247,6 +263,10 @@ def main() -> None:
     parser.add_argument("--model", choices=("stand-in", "full"), default="stand-in",
                         help="the free stand-in, or the full model's shape with random weights (for a GPU)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device-rate", type=float,
+                        help="the stand-in waits as for a device of this many tokens/s (e.g. 1e6 for "
+                             "the full model on an H200), and the share of the run it waited is reported")
+    parser.add_argument("--batch-tokens", type=int, help="padded tokens per batch (default: the device's)")
     parser.add_argument("--compute-dtype", default="float32", help="the model's precision (full model)")
     parser.add_argument("--part-bytes", type=int, default=1 << 22,
                         help="input bytes per planning task (the default 32 MiB would make this input one part, "
@@ -266,7 +286,7 @@ def main() -> None:
         if not source.exists():
             make_input(source, args.tokens)
         records = sum(1 for _ in open(source, "rb"))
-        bilm = (StandInBiLM() if args.model == "stand-in" else full_model()).eval()
+        bilm = (StandInBiLM(args.device_rate) if args.model == "stand-in" else full_model()).eval()
         best: dict[str, Any] | None = None
         for i in range(args.repeat):
             last = i == args.repeat - 1
