@@ -170,7 +170,7 @@ def run_task(task: Task, ctx: TaskContext, on_progress: Callable[[int], None] | 
     model, store = _model(ctx), _store(ctx)
     if ctx.write_behind:
         _writer(ctx, store).check()  # an earlier task's write failed: stop before computing
-    if task.kind == "tokens":  # copied out and encoded by the writer (int8's quantizing is work of its own)
+    if task.kind == "tokens":  # the writer waits for the copying out, then encodes (int8's quantizing is work)
         rows = partial(_encoded, get_encoding(ctx.dtype), _token_rows(task, ctx, store, model, on_progress))
     else:
         rows = partial(dict, _type_rows(task, ctx, store, model))
