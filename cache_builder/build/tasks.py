@@ -128,7 +128,7 @@ def prepare_ahead(ctx: TaskContext, tasks: Sequence[Task]) -> None:
     The token tasks must then be run in this order."""
     tokens = [t for t in tasks if t.kind == "tokens"]
     if tokens:
-        ahead = _Ahead(tokens, partial(_batches, ctx=ctx, store=_store(ctx), model=_model(ctx)))
+        ahead = _Ahead(tokens, ctx, _store(ctx), _model(ctx))
         with _LOCK:
             _AHEAD[ctx.plan] = ahead
 
@@ -282,20 +282,20 @@ def _batches(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM) -> Ite
 
 
 class _Ahead:
-    """The batches of a sequence of tasks, prepared in order by a thread of its own, at most
-    ``depth`` batches ahead of the one the model takes."""
+    """The batches of a sequence of tasks (:func:`_batches`), prepared in order by a thread of
+    its own, at most ``depth`` batches ahead of the one the model takes."""
 
-    def __init__(self, tasks: Sequence[Task], batches: Callable[[Task], Iterator[Batch]], depth: int = 8):
+    def __init__(self, tasks: Sequence[Task], ctx: TaskContext, store: ZarrStore, model: BiLM, depth: int = 8):
         self._stop = threading.Event()
         self._pipe = _Pipe(self._stop, depth)
-        self._thread = threading.Thread(target=self._prepare, args=(tasks, batches), daemon=True,
+        self._thread = threading.Thread(target=self._prepare, args=(tasks, ctx, store, model), daemon=True,
                                         name="prepare batches")
         self._thread.start()
 
-    def _prepare(self, tasks: Sequence[Task], batches: Callable[[Task], Iterator[Batch]]) -> None:
+    def _prepare(self, tasks: Sequence[Task], ctx: TaskContext, store: ZarrStore, model: BiLM) -> None:
         try:
             for task in tasks:
-                for batch in batches(task):
+                for batch in _batches(task, ctx=ctx, store=store, model=model):
                     self._pipe.put((task.number, batch))
                 self._pipe.put((task.number, _END))
         except _Aborted:
@@ -335,8 +335,10 @@ def _token_rows(task: Task, ctx: TaskContext, store: ZarrStore, model: BiLM,
     out_dtype = getattr(torch, carrier)
     dim = 2 * model.options.lstm.projection_dim
     out = np.zeros((task.stop - task.start, spec.n_vector_layers, dim), dtype=carrier)
-    own = ctx.plan not in _AHEAD  # not announced: this task's batches are prepared on their own
-    ahead = _Ahead([task], partial(_batches, ctx=ctx, store=store, model=model)) if own else _AHEAD[ctx.plan]
+    ahead = _AHEAD.get(ctx.plan)
+    own = ahead is None  # not announced: this task's batches are prepared on their own
+    if own:
+        ahead = _Ahead([task], ctx, store, model)
     failed, errors = threading.Event(), []
     to_writer = _Pipe(failed, 8)
 
