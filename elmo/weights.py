@@ -166,9 +166,9 @@ def model_fingerprint(bilm: BiLM) -> str:
             digest.update(json.dumps([name, sorted(table.items())], ensure_ascii=False).encode())
     for entry in weight_entries(bilm):
         digest.update(entry.name.encode())
-        digest.update(np.ascontiguousarray(entry.read(), dtype=np.float32).tobytes())
+        digest.update(np.ascontiguousarray(entry.read(), dtype=np.float32))  # its bytes, not copied again
     encoder = bilm.token_encoder
     if isinstance(encoder, TokenTable):
         digest.update(json.dumps(list(encoder.token_ids), ensure_ascii=False).encode())
-        digest.update(np.ascontiguousarray(_host_float32(encoder.table)).tobytes())
+        digest.update(np.ascontiguousarray(_host_float32(encoder.table)))
     return digest.hexdigest()
