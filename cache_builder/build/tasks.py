@@ -10,10 +10,11 @@ model, and a thread copies its outputs into the task's rows. Where the driver ru
 itself (``TaskContext.write_behind``) the stages also overlap across tasks, so the model never
 waits at a task's edges: one thread prepares the batches of all the run's tasks in order
 (:func:`prepare_ahead`), and a task returns as soon as its last batch is computed, handing the
-copying, encoding and writing of its rows to the process's writer thread
-(:class:`_WriteBehind`) while the next task computes. A Dask worker runs each task's stages on
-their own and writes before the task returns (a task's result there means its rows are stored).
-On a GPU this matters most: a task is often one or two batches there.
+copying, encoding and writing of its rows to a writer (:class:`_WriteBehind`) while the next
+task computes. A Dask worker runs each task's stages on their own and writes before the task
+returns (a task's result there means its rows are stored). On a GPU this matters most: a task
+is often one or two batches there. The copying and writing run in threads the process keeps
+(``_STAGES``).
 """
 
 from __future__ import annotations
